@@ -1,0 +1,146 @@
+"""The fixed-point IR: integers only, one ``Block`` per Loihi population, mirroring NetX.
+
+This is what the quantizer produces, what the NetX writer writes, what the NetX reader returns
+(for our files and lava-dl's), and what the emulator runs. Layout conventions:
+* block ``shape`` is PyTorch order: (C, H, W) or (N,);
+* weights are PyTorch layouts (conv correlation (Co, Ci/g, kH, kW); dense (Nout, Nin));
+* a ``DenseSyn`` fed by a (C,H,W) block sees it flattened in PyTorch C order (NetX ``flatten``);
+* bias is (C,) per channel or the block's full shape per neuron; all arrays are int64 numpy.
+
+Time: every synapse delays by one step (Lava's synapse sends the a_buf computed at t-1), plus
+``delay`` extra steps on dense synapses. A block with several synapses sums them into one
+neuron input (Lava InPort fan-in), which is how residual adds are built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Pair = tuple[int, int]
+
+
+# ---- synapses -------------------------------------------------------------------------
+@dataclass(eq=False)
+class Synapse:
+    source: str  # name of the block whose output spikes feed this synapse
+
+
+@dataclass(eq=False)
+class DenseSyn(Synapse):
+    weight: np.ndarray = None  # (Nout, Nin) int
+    delay: np.ndarray | None = None  # (Nout, Nin) or (Nout,) int extra steps, <= 62
+
+
+@dataclass(eq=False)
+class ConvSyn(Synapse):
+    weight: np.ndarray = None  # (Co, Ci/groups, kH, kW) int, correlation (PyTorch) layout
+    stride: Pair = (1, 1)
+    padding: Pair = (0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+
+
+# ---- neurons --------------------------------------------------------------------------
+@dataclass(eq=False)
+class Cuba:
+    """Lava LIF (NetX 'CUBA'): IF with reset to zero when i_decay=4096, v_decay=0."""
+    vth: int
+    i_decay: int = 4096
+    v_decay: int = 0
+    bias_exp: int = 6
+
+
+@dataclass(eq=False)
+class Readout:
+    """Non-spiking accumulator (NetX dense without a neuron group: CUBA iDecay=0, vDecay=4096,
+    vThMant=131072). The prediction is its state ``u`` (sum of a<<6 over time)."""
+    vth: int = 131072
+    i_decay: int = 0
+    v_decay: int = 4096
+    bias_exp: int = 6
+
+
+@dataclass(eq=False)
+class SoftIF:
+    """Integrate-and-fire with reset by subtraction and per-channel thresholds (loihi-conv
+    extension; a custom Lava process). ``vth`` and ``v_init`` are (C,) ints in state units."""
+    vth: np.ndarray
+    v_init: np.ndarray | None = None
+    bias_exp: int = 6
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Delta:
+    """NetX SDNN input neuron (Lava Delta)."""
+    vth: int
+    spike_exp: int = 6
+    state_exp: int = 6
+
+
+@dataclass(eq=False)
+class SigmaDelta:
+    """NetX SDNN hidden neuron (Lava SigmaDelta, ReLU, lava-nc 0.10.0 residue behaviour)."""
+    vth: int
+    spike_exp: int = 6
+    state_exp: int = 6
+
+
+@dataclass(eq=False)
+class Sigma:
+    """NetX SDNN output neuron (``sigma_output``): sends its running sum; takes no bias."""
+
+
+NEURONS = (Cuba, Readout, SoftIF, Delta, SigmaDelta, Sigma)
+
+
+# ---- blocks and network ---------------------------------------------------------------
+@dataclass(eq=False)
+class Block:
+    name: str
+    shape: tuple[int, ...]
+    synapses: list[Synapse] = field(default_factory=list)  # empty for the input block
+    bias: np.ndarray | None = None
+    neuron: Any = None  # one of NEURONS, or None for a neuron-less input block
+
+    @property
+    def is_input(self) -> bool:
+        return not self.synapses
+
+
+@dataclass(eq=False)
+class QNetwork:
+    """Blocks in execution order; blocks[0] is the input, blocks[-1] the output.
+
+    ``input_scale``: float input x becomes int round(x * input_scale) at the input port.
+    ``output_scale``: the output block's integer readout divided by this gives ANN units.
+    ``meta``: provenance (recipe, tool versions, per-layer scales), stored in exported files.
+    """
+    blocks: list[Block]
+    input_scale: float = 1.0
+    output_scale: float = 1.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Block:
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    @property
+    def input(self) -> Block:
+        return self.blocks[0]
+
+    @property
+    def output(self) -> Block:
+        return self.blocks[-1]
+
+    @property
+    def depth(self) -> int:
+        """Synapse hops from input to output along the longest path (the output latency)."""
+        hops: dict[str, int] = {}
+        for b in self.blocks:
+            hops[b.name] = max((hops[s.source] + 1 for s in b.synapses), default=0)
+        return hops[self.blocks[-1].name]
