@@ -1,0 +1,336 @@
+"""Neuron runners: lava-nc 0.10.0 fixed-point neuron models (and SoftIF) on batched torch tensors.
+
+Layouts: input ``a`` is an int32 tensor (B, *block.shape) holding exactly what Lava's
+``a_in.recv()`` returns; states are (B, *block.shape); per-channel parameters broadcast along
+axis 1 (C).
+
+Each runner picks its state dtype at ``reset`` from static bounds: int32 when it is proven that no
+intermediate overflows (then every Lava wrap is provably a no-op), otherwise int64 with the
+explicit int32 wraps Lava's numpy code performs.
+"""
+from __future__ import annotations
+
+from functools import singledispatch
+
+import numpy as np
+import torch
+
+from loihi_conv.errors import LoihiConvError
+from loihi_conv.qir import Block, Cuba, Delta, Readout, Sigma, SigmaDelta, SoftIF
+
+from .arith import abs_bound, wrap, wrap32, zeros
+
+UV = 2 ** 23  # Loihi u, v are 24-bit: |v| <= 2^23 - 1
+DECAY_ONE = 4096  # decays are 12-bit fractions
+
+
+def per_channel(value, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    """A scalar, (C,) or full-shape int array -> int64 tensor broadcastable to (B, *shape)."""
+    v = torch.as_tensor(np.asarray(value, dtype=np.int64) if not torch.is_tensor(value) else value,
+                        dtype=torch.int64)
+    if v.ndim == 0:
+        return v.reshape((1,) * (len(shape) + 1))
+    if tuple(v.shape) == tuple(shape):
+        return v.unsqueeze(0)
+    if v.ndim == 1 and v.shape[0] == shape[0]:
+        return v.reshape((1, shape[0]) + (1,) * (len(shape) - 1))
+    if v.ndim == len(shape) + 1 and tuple(v.shape[1:]) == tuple(shape):
+        return v  # per-sample (B, *shape), e.g. an image injected as bias
+    raise LoihiConvError(f"{what} has shape {tuple(v.shape)}, which does not fit a block of "
+                         f"shape {tuple(shape)}", "give a scalar, one value per channel (C,) "
+                         "or one per neuron")
+
+
+def shift(x: torch.Tensor, e: int) -> torch.Tensor:
+    """Lava ``scale_bias``: x << e for e >= 0, arithmetic (floor) x >> -e otherwise."""
+    return x << e if e >= 0 else x >> -e
+
+
+def decay(x: torch.Tensor, d: int) -> torch.Tensor:
+    """Lava LIF decay (lif/models.py:162-166): ``sign(p) * (|p| >> 12)`` with ``p = x*(4096-d)``,
+    i.e. x*(4096-d)/4096 rounded toward zero, computed in int64 like Lava."""
+    if d == 0:
+        return x
+    if d == DECAY_ONE:
+        return torch.zeros_like(x)
+    p = x.to(torch.int64) * (DECAY_ONE - d)
+    return torch.div(p, DECAY_ONE, rounding_mode="trunc").to(x.dtype)
+
+
+class Lif:
+    """Lava LIF, bit-accurate (PyLifModelBitAcc, lif/models.py:72-278), used for Cuba and Readout.
+
+    Reference doc §3.4::
+
+        u = wrap32(trunc(u*(4096-iDecay)/4096) + wrap32(a << 6))
+        u -= 2^24 if u > 2^23;  u += 2^24 if u <= -2^23     (once: u can leave 24 bits)
+        v = clip(wrap32(trunc(v*(4096-vDecay)/4096) + u + (int16(bias) << bias_exp)), +-(2^23-1))
+        s = v > vth << 6;  v[s] = 0
+    """
+
+    binary = True
+    msg_bound = 1
+    state_names = ("u", "v")
+
+    def __init__(self, neuron: Cuba | Readout, block: Block):
+        for name in ("i_decay", "v_decay"):
+            d = int(getattr(neuron, name))
+            if not 0 <= d <= DECAY_ONE:
+                raise LoihiConvError(f"block '{block.name}': {name}={d} is outside [0, 4096]",
+                                     "use 12-bit decays: 4096 = full decay, 0 = no decay")
+        self.shape = tuple(block.shape)
+        self.i_decay, self.v_decay = int(neuron.i_decay), int(neuron.v_decay)
+        self.bias_exp = int(neuron.bias_exp)
+        self.vth6 = per_channel(neuron.vth, self.shape, f"block '{block.name}' vth") << 6
+        self.bias = block.bias
+        self.name = block.name
+
+    def reset(self, batch: int, a_bound: int, bias=None) -> None:
+        """Zero u, v. ``bias`` (B, *shape) replaces the block bias (the ``inject='bias'`` input)."""
+        mant = bias if bias is not None else (self.bias if self.bias is not None else 0)
+        mant = per_channel(mant, self.shape, f"block '{self.name}' bias")
+        # bias_mant is an int16 Var in Lava (wraps), promoted to int32 before the shift.
+        bias_eff = wrap32(shift(wrap(mant, 16), self.bias_exp))
+        # Proof of int32 safety: |a<<6| < 2^24 keeps u in (-2^23, 2^23] after one 24-bit wrap,
+        # then |vdecayed + u + bias| < 2^24 + 2^30 < 2^31: none of Lava's int32 wraps can occur.
+        self.safe = a_bound < 2 ** 18 and abs_bound(bias_eff) < 2 ** 30
+        self.dtype = torch.int32 if self.safe else torch.int64
+        u_bound = (0 if self.i_decay == DECAY_ONE else UV) + 64 * a_bound
+        self.wrap_u = not (self.safe and u_bound < UV)  # else the 24-bit u wrap never triggers
+        self.has_bias = bool(torch.any(bias_eff != 0))
+        self.bias_eff = bias_eff.to(self.dtype)
+        # |v| < 2^23, so clamping vth<<6 to +-2^24 keeps every comparison and fits int32.
+        self.vth = self.vth6.clamp(-2 ** 24, 2 ** 24).to(self.dtype)
+        self.u = zeros(batch, self.shape, self.dtype)
+        self.v = zeros(batch, self.shape, self.dtype)
+
+    def step(self, a: torch.Tensor) -> torch.Tensor:
+        """One Lava LIF step on input ``a`` (int32); returns the spikes (bool)."""
+        return self._step_int32(a) if self.safe else self._step_exact(a)
+
+    @staticmethod
+    def _wrap_u(u: torch.Tensor) -> torch.Tensor:
+        """Lava's asymmetric 24-bit u wrap: -2^24 if u > 2^23, +2^24 if u <= -2^23."""
+        u = torch.where(u > UV, u - 2 * UV, u)
+        return torch.where(u <= -UV, u + 2 * UV, u)
+
+    def _step_exact(self, a: torch.Tensor) -> torch.Tensor:
+        """General path: int64 holding int32 values, with each int32 wrap Lava's numpy makes."""
+        u = wrap32(decay(self.u, self.i_decay) + wrap32(a.to(torch.int64) * 64))
+        self.u = u = self._wrap_u(u)
+        v = wrap32(decay(self.v, self.v_decay) + u + self.bias_eff).clamp_(-(UV - 1), UV - 1)
+        s = v > self.vth
+        self.v = v.mul_(s.logical_not())
+        return s
+
+    def _step_int32(self, a: torch.Tensor) -> torch.Tensor:
+        """Proven-overflow-free path (see ``reset``): int32, in place (same values as exact)."""
+        u, v = self.u, self.v
+        if self.i_decay == DECAY_ONE:
+            torch.mul(a, 64, out=u)
+        else:
+            if self.i_decay:
+                u.copy_(decay(u, self.i_decay))
+            u.add_(a, alpha=64)
+        if self.wrap_u:
+            u.copy_(self._wrap_u(u))
+        if self.v_decay == DECAY_ONE:
+            v.copy_(u)
+        else:
+            if self.v_decay:
+                v.copy_(decay(v, self.v_decay))
+            v.add_(u)
+        if self.has_bias:
+            v.add_(self.bias_eff)
+        v.clamp_(-(UV - 1), UV - 1)
+        s = v > self.vth
+        v.mul_(s.logical_not())  # reset to zero (masked_fill_ is ~20x slower on CPU)
+        return s
+
+    def states(self) -> dict[str, torch.Tensor]:
+        """Live state tensors (mutated in place by the next step: copy to keep)."""
+        return {"u": self.u, "v": self.v}
+
+
+class SoftIFRunner:
+    """loihi-conv SoftIF (docs/architecture.md "Fixed-point semantics"): reset by subtraction.
+
+    ``v = clip(v + (a << 6) + (bias << bias_exp), +-(2^23-1)); s = v >= vth << 6;
+    v -= s * (vth << 6)``, ``v(0) = v_init << 6``; exact integer arithmetic (no int16/int32
+    wraps inside the neuron; ``a`` is the int32 InPort sum like for every Lava neuron).
+    """
+
+    binary = True
+    msg_bound = 1
+    state_names = ("v",)
+
+    def __init__(self, neuron: SoftIF, block: Block):
+        self.shape = tuple(block.shape)
+        self.name = block.name
+        self.bias_exp = int(neuron.bias_exp)
+        self.vth6 = per_channel(neuron.vth, self.shape, f"block '{block.name}' vth") << 6
+        v_init = neuron.v_init if neuron.v_init is not None else 0
+        self.v0 = per_channel(v_init, self.shape, f"block '{block.name}' v_init") << 6
+        self.bias = block.bias
+
+    def reset(self, batch: int, a_bound: int, bias=None) -> None:
+        mant = bias if bias is not None else (self.bias if self.bias is not None else 0)
+        bias_eff = shift(per_channel(mant, self.shape, f"block '{self.name}' bias"), self.bias_exp)
+        # |v| <= max(2^23, |v0|) + max vth6 after a reset; every sum stays < 2^31 in int32 when:
+        bound = max(UV, abs_bound(self.v0)) + abs_bound(self.vth6) + 64 * a_bound \
+            + abs_bound(bias_eff)
+        self.dtype = torch.int32 if bound < 2 ** 31 else torch.int64
+        self.has_bias = bool(torch.any(bias_eff != 0))
+        self.bias_eff = bias_eff.to(self.dtype)
+        self.vth = self.vth6.to(self.dtype)
+        self.v = zeros(batch, self.shape, self.dtype).add_(self.v0)
+
+    def step(self, a: torch.Tensor) -> torch.Tensor:
+        """In place; exact because ``reset`` chose a dtype in which no sum can overflow."""
+        v = self.v
+        v.add_(a.to(self.dtype), alpha=64)
+        if self.has_bias:
+            v.add_(self.bias_eff)
+        v.clamp_(-(UV - 1), UV - 1)
+        s = v >= self.vth
+        v.addcmul_(s, self.vth, value=-1)  # reset by subtraction
+        return s
+
+    def states(self) -> dict[str, torch.Tensor]:
+        """Live state tensors (mutated in place by the next step: copy to keep)."""
+        return {"v": self.v}
+
+
+def _sdn_scale(vth: int, spike_exp: int, state_exp: int, name: str) -> tuple[int, int]:
+    """(E+S, vth << (E+S) as Lava's int32 Var holds it, i.e. wrapped)."""
+    if not (0 <= spike_exp <= 16 and 0 <= state_exp <= 16):
+        raise LoihiConvError(f"block '{name}': spike_exp={spike_exp}, state_exp={state_exp} "
+                             "outside [0, 16]", "use NetX's defaults spike_exp=6, state_exp=6")
+    e = spike_exp + state_exp
+    return e, int(wrap32(torch.tensor(int(vth) << e)))
+
+
+class DeltaEncoder:
+    """Shared delta encoding of Delta and SigmaDelta (states ``act``, ``residue``: int64 holding
+    int32 values; ``vth``, ``state_exp`` set by the subclass)."""
+
+    binary = False
+
+    @property
+    def msg_bound(self) -> int:
+        """|message| <= 2^(31 - state_exp): an int32 delta shifted right by state_exp."""
+        return 2 ** (31 - self.state_exp)
+
+    def encode(self, new_act: torch.Tensor) -> torch.Tensor:
+        """Lava AbstractDeltaModel.delta_dynamics (sdn/models.py:77-101) in int32 arithmetic:
+        ``d = act_new - act + residue; s = d if |d| >= vth else 0; residue = d - s;
+        act = act_new``; message ``s >> state_exp`` (floor; the dropped low bits are lost:
+        the lava-nc 0.10.0 drift, lava PR #875)."""
+        d = wrap32(new_act - self.act + self.residue)
+        fire = wrap32(d.abs()) >= self.vth  # np.abs(int32 min) stays negative
+        self.residue = torch.where(fire, 0, d)
+        self.act = new_act
+        return (torch.where(fire, d, 0) >> self.state_exp).to(torch.int32)
+
+
+class DeltaRunner(DeltaEncoder):
+    """Lava Delta, fixed point (PyDeltaModelFixed, sdn/models.py:205-231), reference doc §3.5:
+    ``x = a << (E+S)`` (int32), then delta encoding of x."""
+
+    state_names = ("act", "residue")
+
+    def __init__(self, neuron: Delta, block: Block):
+        self.shape = tuple(block.shape)
+        self.state_exp = int(neuron.state_exp)
+        self.exp, self.vth = _sdn_scale(neuron.vth, int(neuron.spike_exp), self.state_exp,
+                                        block.name)
+        if block.bias is not None and np.any(np.asarray(block.bias) != 0):
+            raise LoihiConvError(f"block '{block.name}' is a Delta neuron with a bias",
+                                 "Lava's Delta takes no bias: remove it")
+
+    def reset(self, batch: int, a_bound: int, bias=None) -> None:
+        if bias is not None:
+            raise LoihiConvError("inject='bias' needs an input neuron with a bias; Delta has none",
+                                 "use inject='a_in' for an SDNN (Delta) input layer")
+        self.act = zeros(batch, self.shape, torch.int64)
+        self.residue = torch.zeros_like(self.act)
+
+    def step(self, a: torch.Tensor) -> torch.Tensor:
+        return self.encode(wrap32(a.to(torch.int64) << self.exp))
+
+    def states(self) -> dict[str, torch.Tensor]:
+        return {"act": self.act, "residue": self.residue}
+
+
+class SigmaDeltaRunner(DeltaEncoder):
+    """Lava SigmaDelta, fixed point, ReLU (PySigmaDeltaModelFixed, sdn/models.py:260-284),
+    reference doc §3.5: ``sigma += a; act_new = relu(sigma + bias << (E+S))``, delta encoding."""
+
+    state_names = ("sigma", "act", "residue")
+
+    def __init__(self, neuron: SigmaDelta, block: Block):
+        self.shape = tuple(block.shape)
+        self.name = block.name
+        self.state_exp = int(neuron.state_exp)
+        self.exp, self.vth = _sdn_scale(neuron.vth, int(neuron.spike_exp), self.state_exp,
+                                        block.name)
+        self.bias = block.bias
+
+    def reset(self, batch: int, a_bound: int, bias=None) -> None:
+        mant = bias if bias is not None else (self.bias if self.bias is not None else 0)
+        # Lava: bias * 2^(E+S) stored in an int32 Var (wraps).
+        self.bias_var = wrap32(per_channel(mant, self.shape, f"block '{self.name}' bias")
+                               << self.exp)
+        self.sigma = zeros(batch, self.shape, torch.int64)
+        self.act = torch.zeros_like(self.sigma)
+        self.residue = torch.zeros_like(self.sigma)
+
+    def step(self, a: torch.Tensor) -> torch.Tensor:
+        self.sigma = wrap32(self.sigma + a)
+        return self.encode(wrap32(self.sigma + self.bias_var).clamp_(min=0))
+
+    def states(self) -> dict[str, torch.Tensor]:
+        return {"sigma": self.sigma, "act": self.act, "residue": self.residue}
+
+
+class SigmaRunner:
+    """Lava Sigma, fixed point (PySigmaModelFixed, sdn/models.py:169-176): ``sigma += a``
+    (int32), sends sigma."""
+
+    binary = False
+    msg_bound = 2 ** 31
+    state_names = ("sigma",)
+
+    def __init__(self, neuron: Sigma, block: Block):
+        self.shape = tuple(block.shape)
+        if block.bias is not None and np.any(np.asarray(block.bias) != 0):
+            raise LoihiConvError(f"block '{block.name}' is a Sigma neuron with a bias",
+                                 "Lava's Sigma takes no bias: remove it")
+
+    def reset(self, batch: int, a_bound: int, bias=None) -> None:
+        if bias is not None:
+            raise LoihiConvError("inject='bias' needs an input neuron with a bias; Sigma has none",
+                                 "use inject='a_in'")
+        self.sigma = zeros(batch, self.shape, torch.int64)
+
+    def step(self, a: torch.Tensor) -> torch.Tensor:
+        self.sigma = wrap32(self.sigma + a)
+        return self.sigma.to(torch.int32)
+
+    def states(self) -> dict[str, torch.Tensor]:
+        return {"sigma": self.sigma}
+
+
+@singledispatch
+def make_neuron(neuron, block: Block):
+    """Build the runner for one qir neuron (registered per neuron type)."""
+    raise LoihiConvError(f"block '{block.name}': the emulator has no model for neuron type "
+                         f"{type(neuron).__name__}", "use one of qir.NEURONS")
+
+
+make_neuron.register(Cuba, Lif)
+make_neuron.register(Readout, Lif)
+make_neuron.register(SoftIF, SoftIFRunner)
+make_neuron.register(Delta, DeltaRunner)
+make_neuron.register(SigmaDelta, SigmaDeltaRunner)
+make_neuron.register(Sigma, SigmaRunner)

@@ -1,0 +1,216 @@
+"""Synapse runners: Lava's Dense / DelayDense / Conv fixed-point models on batched torch tensors.
+
+Layouts: messages in are (B, *source.shape) (PyTorch order; a dense synapse flattens them in
+C order, like NetX ``flatten``); buffers out are int32 (B, *target.shape).
+
+Exactness: integer sums are computed with float32 BLAS/oneDNN when the bound
+``max_row_sum|W| * max|message|`` is <= 2^24, float64 when <= 2^53, and by splitting the messages
+into float64-exact digits otherwise; Lava's wraps are then applied explicitly.
+"""
+from __future__ import annotations
+
+from functools import singledispatch
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from loihi_conv.errors import LoihiConvError
+from loihi_conv.qir import ConvSyn, DenseSyn, Synapse
+
+from .arith import F32_EXACT, F64_EXACT, float_to_int32_x86, wrap, wrap32, zeros
+
+MAX_DELAY = 62  # NetX clips dense delays to 62 (DelayDense allows <= 63)
+CONV_WRAP = 2 ** 23  # conv a_buf is 24-bit signed
+DENSE_WRAP = 2 ** 31  # dense a_buf travels on an int32 channel
+
+
+class ExactLinear:
+    """Exact integer ``W·s`` through a float linear op (matmul or conv).
+
+    ``fn(s_float, w_float) -> y_float`` is the op; ``weight`` an int array whose first axis is
+    the output (row) axis. Every partial sum of one output is bounded by ``row_l1 * max|s|``,
+    so if that bound is float-exact, any summation order (BLAS, oneDNN) is exact.
+    """
+
+    def __init__(self, weight: np.ndarray,
+                 fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        w = np.asarray(weight, dtype=np.int64)
+        self.weight = torch.from_numpy(w)
+        rows = np.abs(w).reshape(w.shape[0], -1).sum(axis=1) if w.size else np.zeros(1, np.int64)
+        self.row_l1 = int(rows.max()) if rows.size else 0
+        if self.row_l1 >= F64_EXACT:
+            raise LoihiConvError(
+                f"synapse weights too large: a row of |W| sums to {self.row_l1} >= 2^53",
+                "quantize the weights to at most 8-16 bits (Loihi weights are 8-bit)")
+        self.fn = fn
+        self._w: dict[torch.dtype, torch.Tensor] = {}
+
+    def _weight(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in self._w:
+            w = self.weight.to(dtype)
+            self._w[dtype] = w.contiguous(memory_format=torch.channels_last) if w.ndim == 4 else w
+        return self._w[dtype]
+
+    def bound(self, max_abs: int) -> int:
+        """Upper bound on |W·s| (and every partial sum) when |s| <= max_abs."""
+        return self.row_l1 * max_abs
+
+    def __call__(self, s: torch.Tensor, max_abs: int) -> torch.Tensor:
+        """Exact ``W·s``: int32 when the bound is < 2^31, else int64 (exact, or mod 2^64)."""
+        b = self.bound(max_abs)
+        if s.dtype == torch.bool:
+            s = s.view(torch.uint8)  # same bytes; uint8 -> float is ~8x faster than bool -> float
+        if b <= F32_EXACT:
+            return self.fn(s.to(torch.float32), self._weight(torch.float32)).to(torch.int32)
+        if b <= F64_EXACT:
+            y = self.fn(s.to(torch.float64), self._weight(torch.float64))
+            return y.to(torch.int32 if b < DENSE_WRAP else torch.int64)
+        # Split s = hi * 2^k + lo with 0 <= lo < 2^k so that each part's sum is float64-exact.
+        k = max(1, (F64_EXACT // max(self.row_l1, 1)).bit_length() - 1)
+        s = s.to(torch.int64)
+        lo = s & ((1 << k) - 1)
+        hi = s >> k
+        y_lo = self(lo, (1 << k) - 1).to(torch.int64)
+        y_hi = self(hi, (max_abs >> k) + 1).to(torch.int64)
+        return y_lo + (y_hi << k)
+
+
+class DenseRunner:
+    """Lava ``Dense`` / ``DelayDense`` fixed point (PyDenseModelBitAcc, PyDelayDenseModelBitAcc).
+
+    Lava (dense/models.py:96-107, 330-360): at step t send a_buf(t-1), then
+    ``acc = W·s(t)`` (int64 sum for spikes, int32 dot for graded messages) and the int32 channel
+    wraps it: ``a = wrap32(W·s)``. With delays, the contribution of a synapse with delay d
+    arrives d steps after the normal one-step delay (bucketed ring buffer ``a_buff[:, d]``).
+    """
+
+    def __init__(self, syn: DenseSyn, src_shape: tuple[int, ...], dst_shape: tuple[int, ...]):
+        w = np.asarray(syn.weight, dtype=np.int64)
+        n_out, n_in = int(np.prod(dst_shape)), int(np.prod(src_shape))
+        if w.shape != (n_out, n_in):
+            raise LoihiConvError(
+                f"dense synapse from '{syn.source}' has weight shape {w.shape}, expected "
+                f"{(n_out, n_in)} for source shape {src_shape} and target shape {dst_shape}",
+                "give DenseSyn.weight as (N_out, N_in) with N_in the C-order flattened source")
+        self.dst_shape = tuple(dst_shape)
+        delay = self._delays(syn, w.shape)
+        self.depth = int(delay.max()) + 1 if delay.size else 1
+        self.ops = {int(d): ExactLinear(np.where(delay == d, w, 0), F.linear)
+                    for d in np.unique(delay)}
+        self.can_freeze = self.depth == 1  # constant input -> constant buffer
+
+    @staticmethod
+    def _delays(syn: DenseSyn, shape: tuple[int, int]) -> np.ndarray:
+        if syn.delay is None:
+            return np.zeros(shape, dtype=np.int64)
+        d = np.asarray(syn.delay, dtype=np.int64)
+        if d.ndim == 1 and d.shape[0] == shape[0]:
+            d = np.repeat(d[:, None], shape[1], axis=1)  # NetX: one delay per output row
+        if d.shape != shape:
+            raise LoihiConvError(
+                f"dense synapse from '{syn.source}' has delay shape {d.shape}, expected {shape} "
+                f"or ({shape[0]},)", "give one delay per synapse or per output neuron")
+        if d.size and (d.min() < 0 or d.max() > MAX_DELAY):
+            raise LoihiConvError(
+                f"dense synapse from '{syn.source}' has delays in [{d.min()}, {d.max()}]",
+                f"use delays in [0, {MAX_DELAY}] (Loihi 2 / NetX limit)")
+        return d
+
+    def out_bound(self, max_abs: int) -> int:
+        """Static bound on |a_buf| for messages |s| <= max_abs (after Lava's int32 wrap)."""
+        return min(sum(op.bound(max_abs) for op in self.ops.values()), DENSE_WRAP)
+
+    def reset(self, batch: int) -> None:
+        n_out = int(np.prod(self.dst_shape))
+        self.ring = torch.zeros((self.depth, batch, n_out), dtype=torch.int64)
+        self.ptr = 0
+        self.buf = torch.zeros((batch, *self.dst_shape), dtype=torch.int32)
+
+    def send(self) -> torch.Tensor:
+        """The a_buf computed at the previous step, int32 (B, *target.shape)."""
+        if self.depth == 1:
+            return self.buf
+        out = wrap32(self.ring[self.ptr]).to(torch.int32).reshape(-1, *self.dst_shape)
+        self.ring[self.ptr].zero_()
+        return out
+
+    def receive(self, s: torch.Tensor, max_abs: int) -> None:
+        """Accumulate W·s(t); must follow ``send`` of the same step."""
+        s = s.reshape(s.shape[0], -1)
+        if self.depth == 1:
+            op = self.ops[0]
+            y = op(s, max_abs)
+            if op.bound(max_abs) >= DENSE_WRAP:
+                y = wrap32(y).to(torch.int32)
+            self.buf = y.reshape(-1, *self.dst_shape)
+            return
+        for d, op in self.ops.items():
+            self.ring[(self.ptr + 1 + d) % self.depth] += op(s, max_abs).to(torch.int64)
+        self.ptr = (self.ptr + 1) % self.depth
+
+
+def conv_output_shape(syn: ConvSyn, src_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """PyTorch / Lava conv output size: floor((X + 2p - d(k-1) - 1)/s) + 1 per spatial axis."""
+    co, _, kh, kw = np.asarray(syn.weight).shape
+    _, h, w = src_shape
+    out = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+           for n, k, s, p, d in zip((h, w), (kh, kw), syn.stride, syn.padding, syn.dilation)]
+    return (co, out[0], out[1])
+
+
+class ConvRunner:
+    """Lava ``Conv`` fixed-point model (PyConvModelFixed, conv/models.py:34-79; conv/utils.py).
+
+    ``y = correlation(s, W)`` (float64 in Lava, exact for ints), ``y.astype(int32)``, then the
+    24-bit wrap ``a = ((y + 2^23) mod 2^24) - 2^23``; sent one step later.
+    """
+
+    can_freeze = True
+
+    def __init__(self, syn: ConvSyn, src_shape: tuple[int, ...], dst_shape: tuple[int, ...]):
+        w = np.asarray(syn.weight, dtype=np.int64)
+        if len(src_shape) != 3 or w.ndim != 4 or w.shape[1] * syn.groups != src_shape[0] \
+                or w.shape[0] % syn.groups:
+            raise LoihiConvError(
+                f"conv synapse from '{syn.source}': weight {w.shape} with groups={syn.groups} "
+                f"does not fit source shape {src_shape}",
+                "weight must be (C_out, C_in/groups, kH, kW) with a (C, H, W) source")
+        expect = conv_output_shape(syn, src_shape)
+        if tuple(dst_shape) != expect:
+            raise LoihiConvError(
+                f"conv synapse from '{syn.source}' produces shape {expect}, but the target block "
+                f"has shape {tuple(dst_shape)}", "fix the block shape or stride/padding/dilation")
+        self.dst_shape = tuple(dst_shape)
+        stride, padding, dilation, groups = (tuple(syn.stride), tuple(syn.padding),
+                                             tuple(syn.dilation), int(syn.groups))
+        self.op = ExactLinear(w, lambda s, wt: F.conv2d(s, wt, None, stride, padding, dilation,
+                                                        groups))
+
+    def out_bound(self, max_abs: int) -> int:
+        return min(self.op.bound(max_abs), CONV_WRAP)
+
+    def reset(self, batch: int) -> None:
+        self.buf = zeros(batch, self.dst_shape, torch.int32)
+
+    def send(self) -> torch.Tensor:
+        return self.buf
+
+    def receive(self, s: torch.Tensor, max_abs: int) -> None:
+        # Channels-last in, channels-last out: the target's states are channels-last too.
+        y = self.op(s.contiguous(memory_format=torch.channels_last), max_abs)
+        if self.op.bound(max_abs) >= CONV_WRAP:
+            y = wrap(float_to_int32_x86(y.to(torch.int64)), 24).to(torch.int32)
+        self.buf = y.contiguous(memory_format=torch.channels_last)  # (no-op unless C_in == 1)
+
+
+@singledispatch
+def make_synapse(syn: Synapse, src_shape: tuple[int, ...], dst_shape: tuple[int, ...]):
+    """Build the runner for one qir synapse (registered per synapse type)."""
+    raise LoihiConvError(f"the emulator has no model for synapse type {type(syn).__name__}",
+                         "use DenseSyn or ConvSyn")
+
+
+make_synapse.register(DenseSyn, DenseRunner)
+make_synapse.register(ConvSyn, ConvRunner)
