@@ -41,3 +41,19 @@ def chw_to_whc(x_chw: np.ndarray) -> np.ndarray:
     """A static per-neuron array (C,H,W) -> Lava Var layout (W,H,C); vectors pass through."""
     x = np.asarray(x_chw)
     return np.ascontiguousarray(x.transpose(2, 1, 0)) if x.ndim == 3 else x
+
+
+def whc_to_chw(x_whc: np.ndarray) -> np.ndarray:
+    """A static per-neuron Lava Var (W,H,C) -> (C,H,W); vectors pass through."""
+    x = np.asarray(x_whc)
+    return np.ascontiguousarray(x.transpose(2, 1, 0)) if x.ndim == 3 else x
+
+
+def conv_weight_to_lava(w_oihw: np.ndarray) -> np.ndarray:
+    """PyTorch conv weight (Co, Ci/g, kH, kW), a correlation kernel -> Lava Conv (Co, kW, kH, Ci/g).
+
+    Lava's Conv is a true convolution (scipy convolve2d), so the kernel is flipped in both
+    spatial axes first; this is netx's own transform (netx/hdf5.py create_conv).
+    """
+    w = np.asarray(w_oihw)
+    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))

@@ -1,0 +1,14 @@
+"""Custom Lava processes and their models.
+
+They live in their own package on purpose: Lava's compiler looks for ProcessModels by
+re-executing every module in the directory (and parent package) of a Process's module
+(magma/compiler/compiler_graphs.py:795-900); keeping this package to these few small modules keeps
+that scan fast and free of spurious import warnings.
+
+* ``softif``: the SoftIF neuron (extension), fixed and float models.
+* ``mmapio``: memory-mapped input source and recorders (fast host I/O).
+* ``samplereset``: resets every state and synapse buffer between samples, in-graph.
+"""
+from netx_export.lava_env import prepare as _prepare
+
+_prepare()  # before the submodules import Lava

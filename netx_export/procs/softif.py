@@ -1,0 +1,114 @@
+"""SoftIF: integrate-and-fire with reset by subtraction and per-channel thresholds, as a Lava
+Process with a bit-accurate fixed-point model and a float model (docs/architecture.md).
+
+Fixed point (what the emulator implements bit for bit)::
+
+    a = Σ synapse inputs (int)
+    v = clip(v + (a << 6) + (bias << bias_exp), -(2^23-1), 2^23-1)
+    s = v >= (vth << 6)                 # per channel vth, '>=' as in the conversion papers
+    v = v - s * (vth << 6)              # reset by subtraction
+    initial v = v_init << 6
+
+Spike on V >= threshold and reset by subtraction are Rueckauer et al. 2016 ("Theory and tools
+for the conversion...", /work/shared/papers), eq. (3) and (4b): keeping the residual charge
+makes the firing rate track the ReLU activation up to one spike.
+
+Layouts: ``shape`` is Lava order (W,H,C) or (N,); ``vth``/``v_init`` are per channel (C,) and
+broadcast along the last axis; ``bias`` is per neuron in Lava order or per channel (C,).
+No torch inside the models (torch hangs inside Lava processes, lava/proc/conv/utils.py:10-18).
+"""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+STATE_MAX = 2**23 - 1  # 24-bit signed state, symmetric saturation like Lava's LIF voltage
+ACT_SHIFT = 6  # synaptic input and threshold are MSB-aligned by 6 bits, as in Lava's LIF
+
+
+class SoftIF(AbstractProcess):
+    """Integrate-and-fire neurons with reset by subtraction (loihi-conv extension).
+
+    Vars: ``v`` (state), ``vth`` and ``v_init`` (per channel), ``bias_mant`` (per neuron),
+    ``bias_exp`` (scalar). Ports: ``a_in`` (summed synaptic input), ``s_out`` (binary spikes).
+    """
+
+    def __init__(self, *, shape: tuple[int, ...], vth, v_init=0, bias=0, bias_exp: int = 6,
+                 name: str | None = None) -> None:
+        super().__init__(shape=shape, name=name)
+        shape = tuple(int(s) for s in shape)
+        c = shape[-1]
+        vth = np.broadcast_to(np.asarray(vth, dtype=np.int64), (c,)).copy()
+        v_init = np.broadcast_to(np.asarray(v_init, dtype=np.int64), (c,)).copy()
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.vth = Var(shape=(c,), init=vth)
+        self.v_init = Var(shape=(c,), init=v_init)
+        self.v = Var(shape=shape, init=initial_v(v_init, shape))
+        self.bias_mant = Var(shape=shape, init=np.broadcast_to(np.asarray(bias, np.int64),
+                                                               shape).copy())
+        self.bias_exp = Var(shape=(1,), init=int(bias_exp))
+
+
+def initial_v(v_init: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The state a sample starts from: v_init << 6, broadcast along the channel (last) axis."""
+    return np.broadcast_to(np.left_shift(np.asarray(v_init, np.int64), ACT_SHIFT), shape).copy()
+
+
+@implements(proc=SoftIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt", "bit_accurate_loihi")
+class PySoftIFModelFixed(PyLoihiProcessModel):
+    """Bit-accurate SoftIF: integer arithmetic exactly as in the module docstring."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
+    v_init: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=5)
+
+    def run_spk(self) -> None:
+        a = self.a_in.recv().astype(np.int64)
+        e = int(np.asarray(self.bias_exp).reshape(-1)[0])
+        b = self.bias_mant.astype(np.int64)
+        bias = np.left_shift(b, e) if e >= 0 else np.right_shift(b, -e)
+        v = np.clip(self.v.astype(np.int64) + np.left_shift(a, ACT_SHIFT) + bias,
+                    -STATE_MAX, STATE_MAX)
+        th = np.left_shift(self.vth.astype(np.int64), ACT_SHIFT)
+        s = v >= th
+        self.v[:] = v - s * th
+        self.s_out.send(s)
+
+
+@implements(proc=SoftIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySoftIFModelFloat(PyLoihiProcessModel):
+    """Float SoftIF: the same equations in float64, without the 24-bit saturation."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    v_init: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self) -> None:
+        a = self.a_in.recv()
+        scale = 2.0 ** np.asarray(self.bias_exp).reshape(-1)[0]
+        v = self.v + a * 2.0**ACT_SHIFT + self.bias_mant * scale
+        th = self.vth * 2.0**ACT_SHIFT
+        s = v >= th
+        self.v[:] = v - s * th
+        self.s_out.send(s.astype(float))

@@ -1,0 +1,366 @@
+"""Run a built network on Lava's CPU simulator (or Loihi 2): compile once, run many samples.
+
+Between samples every neuron state (LIF u/v, SigmaDelta sigma/act/residue, SoftIF v) and every
+synapse buffer (Dense/DelayDense ``a_buff``, Conv ``a_buf``) is reset and the input replaced;
+the compiled runtime is reused (reference doc section 4: identical to fresh runs).
+
+Cost notes (Lava 0.10 moves Var data one element per message, ~40 us each): states are reset
+inside the graph by one ``SampleReset`` process after each sample's last step, inputs enter and
+recordings leave through memory-mapped files (``procs.mmapio``), so per-sample host overhead is
+independent of layer sizes. Only ``inject='bias'`` still uses ``Var.set`` (input-sized).
+
+Time keeps counting across samples, so every file/ring buffer has ``steps`` rows (1 for a
+static input) and each sample runs exactly ``steps`` steps: step s of a sample is row s-1.
+Changing ``steps``, ``probes``, ``inject`` or static/time-series input recompiles.
+
+Layouts at the border: ``x_int`` is PyTorch order, static (*shape) or (T_in, *shape); the
+result's ``output`` is (steps, *out_shape) and states are (steps, *shape), PyTorch order; all
+conversions go through ``loihi_conv.layout``.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loihi_conv import qir
+from loihi_conv.errors import LoihiConvError
+from loihi_conv.layout import chw_to_whc, monitor_to_torch, torch_to_lava
+from netx_export import lava_env
+from netx_export.build import LavaNet, build
+
+# State Vars recorded per neuron model (names as in the Lava processes).
+STATE_NAMES = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"), qir.SoftIF: ("v",),
+               qir.Delta: ("act", "residue"), qir.SigmaDelta: ("sigma", "act", "residue"),
+               qir.Sigma: ("sigma",)}
+# Vars zeroed between samples (SoftIF's v restarts at v_init << 6 instead, see RESTART).
+RESET_VARS = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"), qir.SoftIF: (),
+              qir.Delta: ("act", "residue", "sigma", "error"),
+              qir.SigmaDelta: ("sigma", "act", "residue", "error"), qir.Sigma: ("sigma",)}
+BIAS_VARS = {qir.Cuba: "bias_mant", qir.Readout: "bias_mant", qir.SoftIF: "bias_mant"}
+SYNAPSE_BUFFERS = ("a_buff", "a_buf")  # Dense/DelayDense, Conv
+INJECT = ("a_in", "bias")
+
+
+@dataclass
+class LavaResult:
+    """One sample. ``output``: the output block's out-port per step (steps, *out_shape);
+    ``states[block][name]``: (steps, *shape); ``readout``: the output block's final ``u``
+    (*out_shape) for LIF-type outputs (Readout accumulates Σ a<<6 there), else None;
+    ``seconds``: wall time of the simulation of this sample."""
+    output: np.ndarray
+    states: dict[str, dict[str, np.ndarray]]
+    readout: np.ndarray | None
+    steps: int
+    seconds: float
+
+
+@dataclass
+class _Compiled:
+    """One compiled graph: the network plus our I/O processes and their host-side files."""
+    key: tuple
+    net: LavaNet
+    workdir: Path
+    sources: dict[bool, np.memmap]  # flat? -> host view of an MmapSource file
+    recorders: dict[tuple[str, str], np.memmap]  # (block, var or 's_out') -> host view
+    anchor: Any  # any process of the graph: run/stop go through it
+    started: bool = False
+
+
+@dataclass
+class LavaRunner:
+    """``with LavaRunner('model.net') as r: res = r.run(x_int, steps=32, probes=['conv1'])``.
+
+    ``net_or_path``: a QNetwork, a .net path, or an already built LavaNet (used for the first
+    compile only; later recompiles rebuild from its QNetwork). ``engine`` as in ``build``.
+    ``hardware=True`` runs on Loihi 2 through lava-loihi (INRC members only).
+    ``timing``: accumulated build/compile/run seconds, steps and samples.
+    """
+    net_or_path: Any
+    engine: str | None = None
+    hardware: bool = False
+    input_message_bits: int = 16
+    timing: dict[str, float] = field(default_factory=lambda: {
+        "build_s": 0.0, "compile_s": 0.0, "run_s": 0.0, "steps": 0, "samples": 0})
+    _c: _Compiled | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.hardware:
+            _require_lava_loihi()
+        prebuilt = self.net_or_path if isinstance(self.net_or_path, LavaNet) else None
+        self._source = prebuilt.qnet if prebuilt else self.net_or_path
+        t0 = time.perf_counter()
+        self._prebuilt = prebuilt or self._build()  # validates the file before any compile
+        self.timing["build_s"] += time.perf_counter() - t0
+        self.qnet = self._prebuilt.qnet
+
+    # ---- public ---------------------------------------------------------------------------
+    def run(self, x_int: np.ndarray, steps: int, probes=None, inject: str = "a_in") -> LavaResult:
+        """Run one sample for ``steps`` steps; see the module docstring for layouts.
+
+        ``probes``: None, 'all', block names, or {block: [state names]} (STATE_NAMES).
+        ``inject``: 'a_in' (input ints into the input neuron's a_in, or into the first synapses
+        when the input block has no neuron) or 'bias' (a static input replaces the input
+        neuron's bias_mant, as in lava-dl's tinynet test and ``loihi_conv.emulate``).
+        """
+        steps = int(steps)
+        if steps < 1:
+            raise LoihiConvError(f"steps = {steps}", "run at least one step")
+        if inject not in INJECT:
+            raise LoihiConvError(f"unknown inject {inject!r}", f"use one of {INJECT}")
+        x = self._check_input(x_int, steps, inject)
+        static = bool((x == x[:1]).all())
+        pairs = self._probe_pairs(probes)
+        key = (steps, pairs, inject, static)
+        if self._c is None or self._c.key != key:
+            self._compile(key)
+        c = self._c
+        try:
+            self._load_sample(c, x[:1] if static else x, inject)
+            t0 = time.perf_counter()
+            if not c.started:
+                self._start(c)
+            t1 = time.perf_counter()
+            c.anchor.run(condition=_run_steps(steps), run_cfg=self._run_cfg())
+            t2 = time.perf_counter()
+            res = self._collect(c, steps, pairs, t2 - t1)
+        except Exception:
+            self.close()
+            raise
+        self.timing["compile_s"] += t1 - t0
+        self.timing["run_s"] += t2 - t1
+        self.timing["steps"] += steps
+        self.timing["samples"] += 1
+        return res
+
+    def close(self) -> None:
+        """Stop the Lava runtime and remove the I/O files (idempotent)."""
+        c, self._c = self._c, None
+        if c is None:
+            return
+        try:
+            if c.started:
+                c.anchor.stop()
+        except Exception:  # a runtime that already died cannot be stopped twice
+            pass
+        finally:
+            shutil.rmtree(c.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "LavaRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def seconds_per_step(self) -> float:
+        """Mean simulation wall time per step over all samples run so far."""
+        return self.timing["run_s"] / max(self.timing["steps"], 1)
+
+    # ---- compile ----------------------------------------------------------------------------
+    def _build(self) -> LavaNet:
+        return build(self._source, engine=self.engine, input_message_bits=self.input_message_bits)
+
+    def _compile(self, key: tuple) -> None:
+        """Wire sources, recorders and the SampleReset around a freshly built network."""
+        from netx_export.procs.mmapio import (MmapSource, PortRecorder, VarRecorder,
+                                               open_file)
+
+        self.close()
+        steps, pairs, inject, static = key
+        t0 = time.perf_counter()
+        net, self._prebuilt = (self._prebuilt or self._build()), None
+        self.timing["build_s"] += time.perf_counter() - t0
+        first, out = net.blocks[0], net.output
+        rows = 1 if static else steps
+        if net.inputs and inject != "a_in":
+            raise LoihiConvError(f"inject={inject!r} needs an input neuron; input block "
+                                 f"{first.name!r} has none", "use inject='a_in'")
+        if inject == "bias" and BIAS_VARS.get(type(first.model)) is None:
+            raise LoihiConvError(f"inject='bias' needs a LIF or SoftIF input neuron, input is "
+                                 f"{type(first.model).__name__}", "use inject='a_in'")
+        workdir = Path(tempfile.mkdtemp(prefix="loihi_conv_lava_", dir=_shm()))
+
+        def new_file(name: str, shape: tuple[int, ...], n: int) -> tuple[str, np.memmap]:
+            path = str(workdir / f"{name}.i64")
+            return path, open_file(path, n, shape, "w+")
+
+        sources: dict[bool, np.memmap] = {}
+        ports = [(t.port, t.flat) for t in net.inputs] if net.inputs else \
+            [(first.neuron.a_in, False)] if inject == "a_in" else []
+        procs: dict[bool, Any] = {}
+        for port, flat in ports:
+            if flat not in procs:
+                shape = (int(np.prod(first.shape)),) if flat else _whc(first.shape)
+                path, sources[flat] = new_file(f"input{int(flat)}", shape, rows)
+                procs[flat] = MmapSource(shape=shape, rows=rows, path=path)
+            procs[flat].s_out.connect(port)
+        recorders: dict[tuple[str, str], np.memmap] = {}
+        path, recorders[(out.name, "s_out")] = new_file("output", _whc(out.shape), steps)
+        anchor = PortRecorder(shape=_whc(out.shape), rows=steps, path=path)
+        out.neuron.s_out.connect(anchor.a_in)
+        for k, (name, var) in enumerate((*pairs, *_readout_pair(net, pairs))):
+            target = getattr(net[name].neuron, var)
+            path, recorders[(name, var)] = new_file(f"state{k}", target.shape, steps)
+            VarRecorder(shape=target.shape, rows=steps, path=path).ref.connect_var(target)
+        _sample_reset(net, steps)
+        self._c = _Compiled(key, net, workdir, sources, recorders, anchor)
+
+    def _start(self, c: _Compiled) -> None:
+        """Compile and start the runtime (the expensive part, once per compile key)."""
+        cfg = self._run_cfg()
+        c.anchor.create_runtime(run_cfg=cfg, executable=c.anchor.compile(run_cfg=cfg))
+        c.started = True
+
+    def _run_cfg(self):
+        if self.hardware:
+            from lava.magma.core.run_configs import Loihi2HwCfg
+
+            return Loihi2HwCfg(select_sub_proc_model=True)
+        from lava.magma.core.run_configs import Loihi2SimCfg
+
+        return Loihi2SimCfg(select_tag="fixed_pt")
+
+    # ---- per sample ---------------------------------------------------------------------------
+    def _check_input(self, x_int, steps: int, inject: str) -> np.ndarray:
+        """-> (steps, *shape) int64, PyTorch order. A static input (*shape) is applied every
+        step; a time series (T_in, *shape) is applied as x[(t-1) % T_in] at step t (like the
+        emulator and a Lava RingBuffer of length T_in). inject='bias' takes static input only."""
+        shape = tuple(self.qnet.input.shape)
+        x = np.asarray(x_int)
+        if x.dtype.kind not in "iub":
+            if x.dtype.kind != "f" or not np.all(np.isfinite(x)) or np.any(x != np.round(x)):
+                raise LoihiConvError(f"input has dtype {x.dtype} with non-integer values",
+                                     "pass integer inputs: round(x * qnet.input_scale)")
+        if x.shape == shape:
+            x = x[None]
+        if x.ndim != len(shape) + 1 or x.shape[1:] != shape or x.shape[0] < 1 \
+                or (inject == "bias" and x.shape[0] != 1):
+            want = f"{shape}" if inject == "bias" else f"{shape} or (T_in, *{shape})"
+            raise LoihiConvError(f"input shape {x.shape} does not match: expected {want}",
+                                 "pass one sample in PyTorch order (no batch axis)")
+        lim = 2**15 - 1 if inject == "bias" else 2**31 - 1
+        if x.size and np.abs(x.astype(np.float64)).max() > lim:
+            raise LoihiConvError(f"input ints reach {np.abs(x).max()}, beyond {lim}",
+                                 "lower the input scale" + (" (LIF bias_mant is int16)"
+                                                            if inject == "bias" else ""))
+        return x.astype(np.int64)[np.arange(steps) % x.shape[0]]
+
+    def _load_sample(self, c: _Compiled, x: np.ndarray, inject: str) -> None:
+        """Input for one sample: the source files ((T,...) PyTorch -> Lava order, time first)
+        or the input neuron's bias. No state reset here: SampleReset did it in-graph."""
+        first = c.net.blocks[0]
+        if inject == "bias":  # the image replaces the block's bias (as in loihi_conv.emulate)
+            var = getattr(first.neuron, BIAS_VARS[type(first.model)])
+            value = chw_to_whc(x[0]).astype(np.int32)
+            if c.started:
+                var.set(value)
+            else:
+                var.init = value
+        for flat, mm in c.sources.items():
+            data = x.reshape(len(x), -1) if flat else x
+            mm[:] = np.moveaxis(torch_to_lava(data), -1, 0)  # (W,H,C,T) -> (T,W,H,C)
+            mm.flush()
+
+    def _collect(self, c: _Compiled, steps: int, pairs, seconds: float) -> LavaResult:
+        rec = {k: monitor_to_torch(np.array(mm)) for k, mm in c.recorders.items()}
+        o = c.net.output.name
+        states: dict[str, dict[str, np.ndarray]] = {}
+        for name, var in pairs:
+            states.setdefault(name, {})[var] = rec[(name, var)]
+        readout = rec[(o, "u")][-1] if (o, "u") in rec else None
+        return LavaResult(rec[(o, "s_out")], states, readout, steps, seconds)
+
+    def _probe_pairs(self, probes) -> tuple[tuple[str, str], ...]:
+        """Normalize probes to ((block, state), ...) in network order."""
+        if probes is None:
+            return ()
+        names = [b.name for b in self.qnet.blocks]
+        if probes == "all":
+            probes = names
+        wanted = dict(probes) if isinstance(probes, dict) else {p: None for p in probes}
+        pairs = []
+        for block in self.qnet.blocks:
+            if block.name not in wanted:
+                continue
+            avail = STATE_NAMES.get(type(block.neuron), ())
+            for s in wanted.pop(block.name) or avail:
+                if s not in avail:
+                    raise LoihiConvError(f"block {block.name!r} has no state {s!r}",
+                                         f"its states are {avail}")
+                pairs.append((block.name, s))
+        if wanted:
+            raise LoihiConvError(f"unknown probe block(s) {sorted(wanted)}",
+                                 f"blocks are {names}")
+        return tuple(pairs)
+
+
+def _require_lava_loihi() -> None:
+    lava_env.prepare()
+    from lava.utils import loihi
+
+    if not loihi.is_installed():
+        raise LoihiConvError(
+            "hardware=True needs Loihi 2, but the lava-loihi extension is not installed",
+            "lava-loihi is available only to Intel INRC members (see the lava README); run on "
+            "the CPU simulator with hardware=False")
+
+
+def _run_steps(steps: int):
+    from lava.magma.core.run_conditions import RunSteps
+
+    return RunSteps(num_steps=steps)
+
+
+def _shm() -> str | None:
+    """RAM-backed /dev/shm for the I/O files when it exists (else the default temp dir)."""
+    return "/dev/shm" if Path("/dev/shm").is_dir() else None
+
+
+def _whc(shape) -> tuple[int, ...]:
+    return tuple(int(s) for s in shape[::-1])
+
+
+def _readout_pair(net: LavaNet, pairs) -> tuple[tuple[str, str], ...]:
+    """The output block's ``u`` is always recorded (for ``readout``) when it has one."""
+    o = net.output
+    if "u" in STATE_NAMES.get(type(o.model), ()) and (o.name, "u") not in pairs:
+        return ((o.name, "u"),)
+    return ()
+
+
+def _sample_reset(net: LavaNet, steps: int):
+    """One SampleReset writing the start values of every neuron state and synapse buffer."""
+    from netx_export.procs.samplereset import sample_reset
+
+    targets = []
+    for lb in net.blocks:
+        if lb.neuron is not None:
+            for name in RESET_VARS[type(lb.model)]:
+                var = getattr(lb.neuron, name)
+                targets.append((var, np.zeros(var.shape, np.int64)))
+            targets += RESTART.get(type(lb.model), lambda lb: [])(lb)
+        for syn in lb.synapses:
+            targets += [(getattr(syn, b), np.zeros(getattr(syn, b).shape, np.int64))
+                        for b in SYNAPSE_BUFFERS if hasattr(syn, b)]
+    reset = sample_reset([v for _, v in targets], interval=steps)
+    for k, (var, _) in enumerate(targets):
+        getattr(reset, f"ref_{k}").connect_var(var)
+    return reset
+
+
+def _restart_softif(lb) -> list:
+    """SoftIF starts each sample at v = v_init << 6, not at 0."""
+    from netx_export.procs.softif import initial_v
+
+    v_init = lb.model.v_init if lb.model.v_init is not None else 0
+    return [(lb.neuron.v, initial_v(np.broadcast_to(v_init, (lb.neuron.v.shape[-1],)),
+                                    lb.neuron.v.shape))]
+
+
+RESTART = {qir.SoftIF: _restart_softif}
