@@ -55,7 +55,9 @@ class Cuba:
 @dataclass(eq=False)
 class Readout:
     """Non-spiking accumulator (NetX dense without a neuron group: CUBA iDecay=0, vDecay=4096,
-    vThMant=131072). The prediction is its state ``u`` (sum of a<<6 over time)."""
+    vThMant=131072). The prediction is its state ``u`` (sum of a<<6 over time). Its bias enters
+    only ``v = u + (bias << bias_exp)`` (once, not accumulated): the quantizer scales the bias by
+    the steps run, so ``v / QNetwork.output_scale`` is the float SNN's summed output."""
     vth: int = 131072
     i_decay: int = 0
     v_decay: int = 4096

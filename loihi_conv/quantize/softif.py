@@ -1,0 +1,58 @@
+"""Target ``if-soft``: the loihi-conv SoftIF neuron (reset by subtraction, per-channel vth).
+
+One scale sigma per layer (``sigma_o = sigma``): ``W_int = round(W theta_in sigma)``,
+``bias = round(b sigma)``, ``vth[o] = round(theta_out[o] sigma)``, ``v_init[o] =
+round(v_init[o] vth[o])``. Dividing the SoftIF update ``v += (a << 6) + (bias << 6)``,
+``s = v >= vth << 6``, ``v -= s (vth << 6)`` by ``64 sigma`` gives back the float if-soft neuron
+(Rueckauer et al. 2016, eq. 4b) up to rounding, so spike trains match the float SNN as long as
+no state saturates. sigma is the grid point in [sigma_max/2, sigma_max] with the smallest
+threshold-normalized pre-activation error (``common.relative_error``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from loihi_conv import qir
+
+from .common import DT, Context, geometric_grid, register_target
+from .fold import FBlock
+from .spiking import hidden_candidate, quantize_spiking
+
+
+class SoftIFRule:
+    """One sigma per layer; per-channel vth = round(theta sigma) (module doc)."""
+    name = "if-soft"
+    models = {"if-soft": "exact"}
+
+    def scales(self, block: FBlock, data, limit: torch.Tensor, opts) -> tuple[list, list]:
+        top = float(limit.min())
+        return geometric_grid(top, opts.grid), geometric_grid(top / 2, 1, 8)[1:]
+
+    def candidate(self, block: FBlock, data, scale, opts):
+        theta = block.threshold
+        sigma = torch.full((block.channels,), float(scale), dtype=DT)
+        # A channel whose weights exceed 254 vth at the layer's scale gets vth = 1 (flagged).
+        vth = torch.round(theta * scale).clamp(min=1)
+        v0 = block.neuron.v_init
+        v_init = None
+        if v0 is not None and bool((v0 != 0).any()):
+            v_init = torch.round(v0.to(DT).flatten().expand(block.channels) * vth)
+        neuron = qir.SoftIF(vth=_ints(vth), v_init=None if v_init is None else _ints(v_init),
+                            bias_exp=6, params=dict(block.neuron.params or {}))
+        cand = hidden_candidate(block, data, opts, scale, sigma, vth, neuron)
+        clamped = theta * scale < 0.5
+        err = ((vth / sigma) / theta - 1).abs()[~clamped]
+        cand.info["threshold_rel_error"] = float(err.max()) if err.numel() else 0.0  # clamped ones: flagged
+        cand.info["thresholds_clamped"] = int(clamped.sum())
+        return cand
+
+
+def _ints(t: torch.Tensor) -> np.ndarray:
+    return np.asarray(t.to(torch.int64).numpy(), dtype=np.int64)
+
+
+@register_target("if-soft")
+def quantize_softif(ctx: Context) -> qir.QNetwork:
+    """SNN IR -> SoftIF blocks + Readout (docs/targets.md, "if-soft")."""
+    return quantize_spiking(ctx, SoftIFRule())
