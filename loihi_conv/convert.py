@@ -1,0 +1,153 @@
+"""``convert``: trained model (or float IR graph) + calibration data + Recipe -> SNN IR graph.
+
+Steps: prepare the float IR (trace + BN fold, ``loihi_conv.fold.prepare``) -> observe the ReLU
+outputs on calibration data (``observe``) -> per-channel thresholds (``normalize``) -> replace
+every ReLU by a spiking ``ir.Neuron`` (``normalize.to_snn``). The recipe is stored in
+``graph.meta["recipe"]``.
+
+Calibration data layout: a tensor (N, *input shape), or an iterable of batches, each a tensor
+(B, *input shape) or a ``(x, y, ...)`` tuple/list whose first item is that tensor (a
+DataLoader). numpy arrays are accepted too.
+"""
+from __future__ import annotations
+
+import itertools
+from functools import singledispatch
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from loihi_conv import ir, ops
+from loihi_conv.errors import LoihiConvError
+from loihi_conv.normalize import get_normalizer, to_snn
+from loihi_conv.observe import observe
+from loihi_conv.recipe import Recipe
+
+Tensor = torch.Tensor
+
+
+# ---- calibration data ----------------------------------------------------------------------
+@singledispatch
+def _as_batch(batch: Any) -> Tensor:
+    raise LoihiConvError(f"a calibration batch is a {type(batch).__name__}, not a tensor",
+                         "pass a tensor (N, C, H, W), or an iterable of tensors or (x, y) pairs")
+
+
+@_as_batch.register
+def _(batch: torch.Tensor) -> Tensor:
+    return batch.detach().float()
+
+
+@_as_batch.register
+def _(batch: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.asarray(batch, dtype=np.float32))
+
+
+@_as_batch.register(tuple)
+@_as_batch.register(list)
+def _(batch) -> Tensor:
+    if not batch:
+        raise LoihiConvError("a calibration batch is an empty tuple/list", "yield (x, y) pairs or tensors")
+    return _as_batch(batch[0])
+
+
+@singledispatch
+def calibration_stream(data: Any, recipe: Recipe) -> Iterator[Tensor]:
+    """Calibration batches of at most ``recipe.calib_batch_size`` samples (layout in module doc)."""
+    try:
+        batches = iter(data)
+    except TypeError:
+        raise LoihiConvError(f"calibration data of type {type(data).__name__} is not a tensor or an "
+                             "iterable of batches", "pass a tensor (N, C, H, W) or a DataLoader") from None
+    for b in batches:
+        yield from _as_batch(b).split(recipe.calib_batch_size)
+
+
+@calibration_stream.register(torch.Tensor)
+@calibration_stream.register(np.ndarray)
+def _(data, recipe: Recipe) -> Iterator[Tensor]:
+    x = _as_batch(data)
+    if x.dim() == 0:
+        raise LoihiConvError("calibration data is a scalar", "pass a tensor (N, C, H, W)")
+    if x.shape[0] > recipe.calib_size:  # a seeded random subset, not the first (maybe sorted) ones
+        gen = torch.Generator().manual_seed(recipe.seed)
+        x = x[torch.randperm(x.shape[0], generator=gen)[:recipe.calib_size]]
+    yield from x.split(recipe.calib_batch_size)
+
+
+def _checked(batches: Iterable[Tensor], shape: tuple[int, ...]) -> Iterator[Tensor]:
+    for b in batches:
+        if tuple(b.shape[1:]) != shape:
+            raise LoihiConvError(f"calibration batch has shape {tuple(b.shape)}, the model expects "
+                                 f"(N, {', '.join(map(str, shape))})",
+                                 "pass calibration samples in the model's input layout (N, C, H, W)")
+        if b.shape[0]:
+            yield b
+
+
+# ---- model -> float IR ---------------------------------------------------------------------
+@singledispatch
+def as_graph(model: Any, input_shape: tuple[int, ...]) -> ir.Graph:
+    """The float IR of ``model`` (an ``nn.Module`` or an ``ir.Graph``), shapes inferred."""
+    raise LoihiConvError(f"cannot convert a {type(model).__name__}", "pass a torch.nn.Module or a loihi_conv.ir.Graph")
+
+
+@as_graph.register
+def _(model: nn.Module, input_shape: tuple[int, ...]) -> ir.Graph:
+    from loihi_conv.fold import prepare  # trace + BN fold + shape inference
+
+    return prepare(model, input_shape)
+
+
+@as_graph.register
+def _(graph: ir.Graph, input_shape: tuple[int, ...]) -> ir.Graph:
+    graph = graph.copy()
+    if graph.of_type(ir.Neuron):
+        raise LoihiConvError("the graph is already a spiking (SNN) graph", "convert the float ANN graph instead")
+    if graph.of_type(ir.BatchNorm):
+        raise LoihiConvError("the graph still has BatchNorm nodes",
+                             "fold them first: loihi_conv.fold.prepare(model, input_shape)")
+    if input_shape and not graph.input.shape:
+        graph.input.shape = tuple(input_shape)
+    return ops.infer_shapes(graph)
+
+
+# ---- convert -------------------------------------------------------------------------------
+def convert(model_or_graph: nn.Module | ir.Graph, calib_data: Tensor | Iterable, recipe: Recipe | None = None,
+            input_shape: tuple[int, ...] | None = None) -> ir.Graph:
+    """Convert a trained ANN into an SNN IR graph (ReLUs -> ``ir.Neuron`` with thresholds).
+
+    ``calib_data``: training samples (module doc for the layout); at most ``recipe.calib_size``
+    are used. ``input_shape`` (C, H, W) defaults to the calibration samples' shape.
+    Returns a new graph; ``graph.meta["recipe"]`` holds ``recipe.to_dict()`` and
+    ``graph.meta["calib_samples"]`` the number of samples observed.
+    """
+    recipe = (recipe or Recipe()).validate()
+    batches = _nonempty(calibration_stream(calib_data, recipe))
+    first = next(batches, None)
+    if first is None:
+        raise LoihiConvError("the calibration data is empty", "pass at least a few hundred training samples")
+    shape = tuple(input_shape) if input_shape else tuple(first.shape[1:])
+    graph = as_graph(model_or_graph, shape)
+    stream = _checked(itertools.chain([first], batches), tuple(graph.input.shape))
+
+    normalizer = get_normalizer(recipe.normalizer, **recipe.to_dict())
+    stats = observe(graph, stream, normalizer.observers(), max_samples=recipe.calib_size, sites=("post",))
+    if stats.n_samples < min(recipe.min_calib_size, recipe.calib_size):
+        raise LoihiConvError(f"only {stats.n_samples} calibration samples, fewer than min_calib_size="
+                             f"{recipe.min_calib_size}",
+                             f"pass more training samples (up to calib_size={recipe.calib_size} are used)")
+    snn = to_snn(graph, normalizer.thresholds(stats), recipe.neuron_model, v_init=recipe.v_init)
+    snn.meta["recipe"] = recipe.to_dict()
+    snn.meta["calib_samples"] = stats.n_samples
+    return snn
+
+
+def _nonempty(batches: Iterator[Tensor]) -> Iterator[Tensor]:
+    """Skip empty batches so the first one yielded defines the input shape."""
+    return (b for b in batches if b.dim() > 0 and b.shape[0] > 0)
+
+
+__all__ = ["convert", "as_graph", "calibration_stream"]

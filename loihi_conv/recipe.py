@@ -1,0 +1,132 @@
+"""``Recipe``: every ANN -> SNN conversion option in one validated, TOML-serialisable dataclass.
+
+A recipe is stored in ``graph.meta["recipe"]`` (as ``to_dict()``) by ``convert`` and travels on
+into the quantized network and exported files, so a conversion can always be reproduced.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomli
+import tomli_w
+
+from loihi_conv.errors import LoihiConvError
+
+
+@dataclass
+class Recipe:
+    """Conversion options.
+
+    normalizer      registered normalizer name (``normalize.NORMALIZERS``): "max" or "percentile".
+    percentile      p for the "percentile" normalizer, 0 < p <= 100 (Rueckauer 2016: 99..99.999).
+    granularity     "channel" (Kim et al. 2019) or "layer" (Diehl 2015 / Rueckauer 2016).
+    nonzero         percentile over positive activations only (SNN Toolbox reference behaviour).
+    neuron_model    registered neuron model name (``neurons.NEURON_MODELS``).
+    v_init          initial membrane potential as a fraction of the threshold (0.5 = the
+                    RetinaNet paper's "unbiased quantization").
+    delay           1: one step per synapse (Lava, emulator); 0: same-step propagation.
+    timesteps       readout windows T used when evaluating the converted network.
+    calib_size      calibration samples used at most (the first ones of an iterable; a seeded
+                    random subset of a larger tensor).
+    calib_batch_size  samples per forward pass while calibrating.
+    min_calib_size  fewer calibration samples than this (or than calib_size, if smaller) is an
+                    error: thresholds from a handful of images do not generalize.
+    seed            seed for the calibration subset.
+    """
+
+    normalizer: str = "percentile"
+    percentile: float = 99.99
+    granularity: str = "channel"
+    nonzero: bool = True
+    neuron_model: str = "if-soft"
+    v_init: float = 0.0
+    delay: int = 1
+    timesteps: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)
+    calib_size: int = 1024
+    calib_batch_size: int = 256
+    min_calib_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.timesteps = tuple(self.timesteps)
+        self.validate()
+
+    def validate(self) -> "Recipe":
+        """Raise LoihiConvError naming the first bad option and how to fix it."""
+        from loihi_conv.neurons import NEURON_MODELS
+        from loihi_conv.normalize import GRANULARITIES, NORMALIZERS
+
+        def bad(problem: str, fix: str) -> None:
+            raise LoihiConvError(f"recipe: {problem}", fix)
+
+        if self.normalizer not in NORMALIZERS:
+            bad(f"unknown normalizer {self.normalizer!r}", f"use one of: {', '.join(sorted(NORMALIZERS))}")
+        if self.neuron_model not in NEURON_MODELS:
+            bad(f"unknown neuron_model {self.neuron_model!r}", f"use one of: {', '.join(sorted(NEURON_MODELS))}")
+        if self.granularity not in GRANULARITIES:
+            bad(f"unknown granularity {self.granularity!r}", f"use one of: {', '.join(GRANULARITIES)}")
+        if not _is_number(self.percentile) or not 0.0 < self.percentile <= 100.0:
+            bad(f"percentile={self.percentile!r} is out of range", "use 0 < percentile <= 100, e.g. 99.99")
+        if not _is_number(self.v_init) or not 0.0 <= self.v_init < 1.0:
+            bad(f"v_init={self.v_init!r} is out of range", "use a fraction of the threshold in [0, 1), e.g. 0.5")
+        if self.delay not in (0, 1) or isinstance(self.delay, bool):
+            bad(f"delay={self.delay!r} is not supported", "use 1 (Lava timing) or 0 (same-step propagation)")
+        if not self.timesteps or not all(_is_int(t) and t > 0 for t in self.timesteps):
+            bad(f"timesteps={list(self.timesteps)} must be positive integers", "use e.g. [16, 64, 256]")
+        for name in ("calib_size", "calib_batch_size", "min_calib_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                bad(f"{name}={value!r} must be a positive integer", f"use e.g. {name}={getattr(Recipe, name)}")
+        if not _is_int(self.seed):
+            bad(f"seed={self.seed!r} must be an integer", "use e.g. seed=0")
+        if not isinstance(self.nonzero, bool):
+            bad(f"nonzero={self.nonzero!r} must be true or false", "use nonzero=true")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain TOML/JSON-friendly dict (tuples become lists)."""
+        d = asdict(self)
+        d["timesteps"] = list(self.timesteps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        """Build and validate a recipe; unknown keys are an error listing the known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise LoihiConvError(f"recipe: unknown option(s) {', '.join(unknown)}",
+                                 f"known options: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_toml(self, path: str | Path) -> Path:
+        """Write the recipe as a flat TOML table."""
+        path = Path(path)
+        path.write_text(tomli_w.dumps(self.to_dict()))
+        return path
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Recipe":
+        """Read a recipe written by ``to_toml`` (or by hand); missing keys take defaults."""
+        path = Path(path)
+        try:
+            d = tomli.loads(path.read_text())
+        except FileNotFoundError:
+            raise LoihiConvError(f"recipe file {path} does not exist", "check the path") from None
+        except tomli.TOMLDecodeError as e:
+            raise LoihiConvError(f"recipe file {path} is not valid TOML ({e})", "fix the syntax") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any) -> "Recipe":
+        """A validated copy with some options changed."""
+        return Recipe.from_dict({**self.to_dict(), **changes})
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
