@@ -1,0 +1,108 @@
+"""The `loihi-conv` command line. Each command is a thin wrapper over the Python API.
+
+Exit codes: 0 success; 1 unexpected internal error (a bug: please report it with --debug);
+2 bad input or environment (LoihiConvError); 3 malformed NetX file (NetXFormatError).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from loihi_conv.errors import LoihiConvError
+
+DEFAULT_T = (4, 8, 16, 32, 64, 128, 256)
+
+
+class Ctx:
+    def __init__(self, debug: bool, quiet: bool):
+        self.debug = debug
+        self.quiet = quiet
+
+    def echo(self, msg: str = "") -> None:
+        if not self.quiet:
+            click.echo(msg)
+
+
+def guarded(fn):
+    """Turn LoihiConvError into one clean message and an exit code (traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context().find_object(Ctx)
+        debug = ctx.debug if ctx else False
+        try:
+            return fn(*args, **kwargs)
+        except LoihiConvError as e:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - last line of defence; a bug, not bad input
+            if debug:
+                raise
+            click.echo(f"internal error: {type(e).__name__}: {e}\n  (a bug in loihi-conv; rerun with --debug "
+                       "for the traceback and report it)", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def parse_timesteps(value: str | None) -> tuple[int, ...]:
+    if value is None:
+        return DEFAULT_T
+    try:
+        ts = tuple(int(v) for v in str(value).split(","))
+    except ValueError:
+        raise LoihiConvError(f"--timesteps {value!r} is not a comma-separated list of integers",
+                             "pass e.g. --timesteps 8,16,64") from None
+    if not ts or min(ts) <= 0:
+        raise LoihiConvError(f"--timesteps {value!r}: every T must be a positive integer",
+                             "pass e.g. --timesteps 8,16,64")
+    return ts
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if path:
+        from loihi_conv.files import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(payload, indent=2, default=float))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only errors (and --json output).")
+@click.version_option(package_name="loihi-conv")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """Convert trained PyTorch CNNs into spiking networks for Intel Loihi 2.
+
+    \b
+    Examples:
+      loihi-conv demo
+      loihi-conv train mnist_cnn
+      loihi-conv evaluate --model mnist_cnn --timesteps 16,64 --json out.json
+      loihi-conv convert --model mnist_cnn --target if-soft --out mnist.net
+      loihi-conv run-lava mnist.net --dataset mnist --samples 20 --timesteps 64
+      loihi-conv emulate mnist.net --input x.npy --steps 64 --out y.npy
+      loihi-conv verify mnist.net --dataset mnist --samples 5 --timesteps 32
+    """
+    ctx.obj = Ctx(debug, quiet)
+
+
+def _register_commands() -> None:
+    # Commands live in loihi_conv/commands/*.py; importing them registers them on `main`.
+    from loihi_conv import commands  # noqa: F401
+
+
+_register_commands()
+
+if __name__ == "__main__":
+    main()
