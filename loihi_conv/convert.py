@@ -83,6 +83,9 @@ def _checked(batches: Iterable[Tensor], shape: tuple[int, ...]) -> Iterator[Tens
             raise LoihiConvError(f"calibration batch has shape {tuple(b.shape)}, the model expects "
                                  f"(N, {', '.join(map(str, shape))})",
                                  "pass calibration samples in the model's input layout (N, C, H, W)")
+        if not bool(torch.isfinite(b).all()):  # NaN/inf would silently give fallback thresholds
+            raise LoihiConvError(f"calibration data holds {int((~torch.isfinite(b)).sum())} NaN or inf "
+                                 "value(s)", "clean the data or drop those samples before converting")
         if b.shape[0]:
             yield b
 
@@ -134,15 +137,31 @@ def convert(model_or_graph: nn.Module | ir.Graph, calib_data: Tensor | Iterable,
     stream = _checked(itertools.chain([first], batches), tuple(graph.input.shape))
 
     normalizer = get_normalizer(recipe.normalizer, **recipe.to_dict())
+    kept: list[Tensor] = []  # the first calib_sim_size samples, for calibrations that simulate
+    stream = _keep(stream, kept, recipe.calib_sim_size if (recipe.lcp or recipe.acp) else 0)
     stats = observe(graph, stream, normalizer.observers(), max_samples=recipe.calib_size, sites=("post",))
     if stats.n_samples < min(recipe.min_calib_size, recipe.calib_size):
         raise LoihiConvError(f"only {stats.n_samples} calibration samples, fewer than min_calib_size="
                              f"{recipe.min_calib_size}",
                              f"pass more training samples (up to calib_size={recipe.calib_size} are used)")
-    snn = to_snn(graph, normalizer.thresholds(stats), recipe.neuron_model, v_init=recipe.v_init)
+    snn = to_snn(graph, normalizer.thresholds(stats), recipe.neuron_model, v_init=recipe.v_init,
+                 params=recipe.neuron_params)
+    from loihi_conv.methods import apply_methods  # ClipRound bias, clamping, LCP/ACP (if asked)
+
+    snn = apply_methods(snn, graph, torch.cat(kept)[:recipe.calib_sim_size] if kept else None, recipe)
     snn.meta["recipe"] = recipe.to_dict()
     snn.meta["calib_samples"] = stats.n_samples
     return snn
+
+
+def _keep(batches: Iterable[Tensor], kept: list[Tensor], n: int) -> Iterator[Tensor]:
+    """Pass batches through, appending to ``kept`` until it holds ``n`` samples."""
+    have = 0
+    for b in batches:
+        if have < n:
+            kept.append(b[: n - have])
+            have += kept[-1].shape[0]
+        yield b
 
 
 def _nonempty(batches: Iterator[Tensor]) -> Iterator[Tensor]:

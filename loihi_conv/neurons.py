@@ -67,6 +67,8 @@ class NeuronModel:
         theta = channel_view(node.threshold.to(dtype=dtype, device=device), shape)
         v_init = node.v_init if node.v_init is not None else torch.zeros_like(node.threshold)
         v0 = channel_view(v_init.to(dtype=dtype, device=device), shape) * theta
+        if node.params.get("v0") is not None:  # absolute per-neuron offset (C, ...) in ANN units,
+            v0 = v0 + torch.as_tensor(node.params["v0"], dtype=dtype, device=device)  # methods/calibrate ACP
         return {"v": v0.expand(shape).clone(), "theta": theta,
                 "spikes": torch.empty(shape, dtype=dtype, device=device)}
 
@@ -105,4 +107,149 @@ class ZeroResetIF(NeuronModel):
         v.add_(current)
         torch.ge(v, theta, out=spikes)
         v.addcmul_(v, spikes, value=-1.0)  # v -= v * spikes: exactly 0 where it spiked
+        return spikes
+
+
+# ---- beyond plain IF: burst, multi-bit and buffered neurons ------------------------------------
+# These models return spikes in *units of the threshold*: an integer-valued float per neuron and
+# step (n burst spikes, a 2^k multi-bit spike, -1 for a negative spike). The simulator multiplies
+# them by ``theta`` as for 0/1 spikes, so ``counts * theta / T`` still estimates the activation;
+# a recorded "count" is then the number of threshold units sent, not of spike events.
+def _int_param(node: ir.Neuron, key: str, default: int, power_of_two: bool = False) -> int:
+    """``node.params[key]`` as a positive int (a power of two if asked), or a LoihiConvError."""
+    value = node.params.get(key, default)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if ok and power_of_two:
+        ok = value & (value - 1) == 0
+    if not ok:
+        kind = "a power of two" if power_of_two else "a positive integer"
+        raise LoihiConvError(f"neuron {node.name!r} ({node.model}): params[{key!r}]={value!r} must be {kind}",
+                             f"set e.g. params={{{key!r}: {default}}}")
+    return value
+
+
+def threshold_scale(model: str, params: dict) -> float:
+    """Factor applied to the normalized threshold lambda when a ReLU becomes a ``model`` neuron.
+
+    1 for unit-spike models; ``1/S_max`` for multi-bit models, whose quantization boundary is
+    ``lambda^b = theta * S_max`` (HPC eq. 16): the clipping level stays lambda and the resolution
+    becomes ``lambda / P`` with representation power ``P = T * S_max``.
+    """
+    cls = NEURON_MODELS[model]
+    probe = ir.Neuron("probe", (), model=model, params=dict(params or {}))
+    return float(cls.threshold_scale(probe)) if hasattr(cls, "threshold_scale") else 1.0
+
+
+def max_units(node: ir.Neuron) -> int:
+    """Largest spike value per step in threshold units (the rate ceiling), for the ANN view."""
+    cls = NEURON_MODELS[node.model]
+    return int(cls.max_units(node)) if hasattr(cls, "max_units") else 1
+
+
+def adjust(k: Tensor, s_max: int) -> Tensor:
+    """HPC eq. 15: ``A(x) = 2^floor(log2(min(x, S_max)))`` elementwise, with ``A(0) = 0``."""
+    return torch.exp2(torch.floor(torch.log2(k.clamp(0, s_max))))  # log2(0) = -inf -> 0
+
+
+@register_neuron("if-burst")
+class BurstIF(NeuronModel):
+    """IF with burst spikes and reset by subtraction (Li & Zeng 2022 burst spikes, as used by
+    SpiCalib §3.1 below eq. 3, Γ = 5 there): up to Γ spikes per step,
+
+    ``V' = V(t-1) + z(t)``, ``n(t) = clip(floor(V'/theta), 0, Γ)``, ``V(t) = V' - n(t) theta``.
+    Charge is conserved (``V(T) + theta Σn = V(0) + Σz``) and the rate ceiling is Γ, so
+    activations up to ``Γ * theta`` are represented (the clipping error of SpiCalib eq. 6 shrinks).
+    ``params["burst"]`` = Γ (default 5). The threshold keeps the normalized lambda.
+    """
+
+    @staticmethod
+    def max_units(node: ir.Neuron) -> int:
+        return _int_param(node, "burst", 5)
+
+    def init_state(self, shape, node, dtype=torch.float32, device=None) -> State:
+        state = super().init_state(shape, node, dtype, device)
+        state["burst"] = torch.tensor(float(self.max_units(node)), dtype=dtype, device=device)
+        return state
+
+    def step(self, state: State, current: Tensor) -> Tensor:
+        v, theta, spikes = state["v"], state["theta"], state["spikes"]
+        v.add_(current)
+        torch.div(v, theta, out=spikes).floor_().clamp_(min=0).clamp_(max=state["burst"])
+        v.addcmul_(spikes, theta, value=-1.0)
+        return spikes
+
+
+@register_neuron("if-multibit")
+class MultiBitIF(NeuronModel):
+    """IF with shift-based multi-bit spikes (HPC eq. 14 positive branch, eq. 15), soft reset:
+
+    ``V' = V(t-1) + z(t)``, ``S(t) = A(floor(V'/theta))`` if ``V' >= theta`` else 0, with
+    ``A(x) = 2^floor(log2(min(x, S_max)))``; ``V(t) = V' - S(t) theta``.
+    Spike values are powers of two up to ``S_max`` (a shift on the receiving side). Representation
+    power ``P = T * S_max`` (HPC eq. 16): ``to_snn`` sets ``theta = lambda / S_max`` so the
+    clipping level stays lambda. ``params["s_max"]`` (power of two, default 2).
+    Deviation: '>=' (as ``if-soft``) where the paper writes '>'.
+    """
+
+    @staticmethod
+    def max_units(node: ir.Neuron) -> int:
+        return _int_param(node, "s_max", 2, power_of_two=True)
+
+    @classmethod
+    def threshold_scale(cls, node: ir.Neuron) -> float:
+        return 1.0 / cls.max_units(node)
+
+    def init_state(self, shape, node, dtype=torch.float32, device=None) -> State:
+        state = super().init_state(shape, node, dtype, device)
+        state["s_max"] = self.max_units(node)
+        return state
+
+    def step(self, state: State, current: Tensor) -> Tensor:
+        v, theta, spikes = state["v"], state["theta"], state["spikes"]
+        v.add_(current)
+        spikes.copy_(adjust(torch.floor(v / theta), state["s_max"]))
+        v.addcmul_(spikes, theta, value=-1.0)
+        return spikes
+
+
+@register_neuron("if-buffered")
+class BufferedIF(NeuronModel):
+    """Buffered non-leaky IF with negative spikes (HPC eq. 12-14):
+
+    ``V' = V(t-1) + z(t)``;
+    ``S(t) = A(floor(V'/theta))``                          if ``V' >= theta``,
+    ``S(t) = -A(min(ceil(-V'/theta), floor(V^b(t-1)/theta)))`` if ``V' < 0``, else 0;
+    ``V(t) = V' - S(t) theta``, ``V^b(t) = V^b(t-1) + theta S(t)`` (eq. 12), ``V^b(1) = 0``.
+    A negative spike retracts an earlier spike whose charge the membrane no longer holds, which
+    cancels over-firing (eq. 4 over-fire); ``V^b`` (the net charge sent) never goes negative.
+    ``params["s_max"]`` (power of two, default 1): 1 is eq. 13 (unit +-1 spikes), >1 eq. 14
+    (multi-bit, ``theta = lambda / S_max`` as for ``if-multibit``).
+    Deviations: '>=' where the paper writes '>'; ``ceil`` instead of eq. 14's ``floor(V'/-theta)``
+    in the negative branch, so that S_max=1 reduces to eq. 13 (a floor would leave every
+    ``-theta < V' < 0`` uncancelled).
+    """
+
+    @staticmethod
+    def max_units(node: ir.Neuron) -> int:
+        return _int_param(node, "s_max", 1, power_of_two=True)
+
+    @classmethod
+    def threshold_scale(cls, node: ir.Neuron) -> float:
+        return 1.0 / cls.max_units(node)
+
+    def init_state(self, shape, node, dtype=torch.float32, device=None) -> State:
+        state = super().init_state(shape, node, dtype, device)
+        state["s_max"] = self.max_units(node)
+        state["buffer"] = torch.zeros(shape, dtype=dtype, device=device)  # V^b / theta (net units sent)
+        return state
+
+    def step(self, state: State, current: Tensor) -> Tensor:
+        v, theta, spikes, buf, s_max = state["v"], state["theta"], state["spikes"], state["buffer"], state["s_max"]
+        v.add_(current)
+        units = v / theta
+        positive = adjust(torch.floor(units), s_max)  # 0 below threshold
+        negative = adjust(torch.minimum(torch.ceil(-units), torch.floor(buf)), s_max)  # 0 unless V' < 0
+        torch.sub(positive, negative, out=spikes)
+        v.addcmul_(spikes, theta, value=-1.0)
+        buf.add_(spikes)
         return spikes

@@ -5,7 +5,7 @@ into the quantized network and exported files, so a conversion can always be rep
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,20 @@ class Recipe:
     min_calib_size  fewer calibration samples than this (or than calib_size, if smaller) is an
                     error: thresholds from a handful of images do not generalize.
     seed            seed for the calibration subset.
+    neuron_params   model-specific options put on every neuron (``ir.Neuron.params``), e.g.
+                    {s_max = 2} for "if-multibit"/"if-buffered", {burst = 5} for "if-burst".
+    max_pool        spiking max-pool scheme (``pooling.POOLING_SCHEMES``) the simulator runs
+                    MaxPool2d nodes with: "mli" (lossless, default), "rate-gate", "spike-max".
+    --- accuracy-at-low-latency methods (loihi_conv.methods) ---
+    calib_timesteps T the methods below optimise for (MMSE, ClipRound, LCP, ACP).
+    mmse_rounding   "round" (ClipRound, eq. 17) or "floor" (ClipFloor, eq. 10) objective of the
+                    "mmse" normalizer; mmse_samples: calibration samples it searches on.
+    clip_round      add theta/(2T) to every neuron's bias (calibration paper eq. 17).
+    clamp_delay     voltage clamping: layer l silent for its first clamp_delay * l steps (0: off).
+    lcp             bias calibration (calibration paper, LCP, eq. 20).
+    acp             potential calibration v(0) = T e (calibration paper, ACP, eq. 22).
+    acp_granularity "neuron" (the paper; float SNN only) or "channel" (exports to if-soft).
+    calib_sim_size  calibration samples simulated by LCP/ACP (one batch, the paper).
     """
 
     normalizer: str = "percentile"
@@ -48,6 +62,17 @@ class Recipe:
     calib_batch_size: int = 256
     min_calib_size: int = 16
     seed: int = 0
+    neuron_params: dict[str, Any] = field(default_factory=dict)
+    max_pool: str = "mli"
+    calib_timesteps: int = 32
+    mmse_rounding: str = "round"
+    mmse_samples: int = 256
+    clip_round: bool = False
+    clamp_delay: int = 0
+    lcp: bool = False
+    acp: bool = False
+    acp_granularity: str = "neuron"
+    calib_sim_size: int = 256
 
     def __post_init__(self) -> None:
         self.timesteps = tuple(self.timesteps)
@@ -56,6 +81,7 @@ class Recipe:
     def validate(self) -> "Recipe":
         """Raise LoihiConvError naming the first bad option and how to fix it."""
         from loihi_conv.neurons import NEURON_MODELS
+        import loihi_conv.methods  # noqa: F401  (registers the "mmse" normalizer)
         from loihi_conv.normalize import GRANULARITIES, NORMALIZERS
 
         def bad(problem: str, fix: str) -> None:
@@ -79,8 +105,28 @@ class Recipe:
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
                 bad(f"{name}={value!r} must be a positive integer", f"use e.g. {name}={getattr(Recipe, name)}")
+        for name in ("calib_timesteps", "mmse_samples", "calib_sim_size"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
+                bad(f"{name}={getattr(self, name)!r} must be a positive integer", f"use e.g. {name}={getattr(Recipe, name)}")
+        if not _is_int(self.clamp_delay) or self.clamp_delay < 0:
+            bad(f"clamp_delay={self.clamp_delay!r} must be an integer >= 0", "use 0 (off) or e.g. 1")
+        if self.mmse_rounding not in ("round", "floor"):
+            bad(f"mmse_rounding={self.mmse_rounding!r} is unknown", "use 'round' or 'floor'")
+        if self.acp_granularity not in ("neuron", "channel"):
+            bad(f"acp_granularity={self.acp_granularity!r} is unknown", "use 'neuron' or 'channel'")
+        for name in ("clip_round", "lcp", "acp"):
+            if not isinstance(getattr(self, name), bool):
+                bad(f"{name}={getattr(self, name)!r} must be true or false", f"use {name}=true")
         if not _is_int(self.seed):
             bad(f"seed={self.seed!r} must be an integer", "use e.g. seed=0")
+        from loihi_conv.neurons import threshold_scale
+        from loihi_conv.pooling import POOLING_SCHEMES
+
+        if not isinstance(self.neuron_params, dict):
+            bad(f"neuron_params={self.neuron_params!r} must be a table", "use e.g. neuron_params={'s_max': 2}")
+        threshold_scale(self.neuron_model, self.neuron_params)  # raises on a bad model option
+        if self.max_pool not in POOLING_SCHEMES:
+            bad(f"unknown max_pool {self.max_pool!r}", f"use one of: {', '.join(sorted(POOLING_SCHEMES))}")
         if not isinstance(self.nonzero, bool):
             bad(f"nonzero={self.nonzero!r} must be true or false", "use nonzero=true")
         return self
@@ -117,6 +163,9 @@ class Recipe:
             raise LoihiConvError(f"recipe file {path} does not exist", "check the path") from None
         except tomli.TOMLDecodeError as e:
             raise LoihiConvError(f"recipe file {path} is not valid TOML ({e})", "fix the syntax") from None
+        except (UnicodeDecodeError, OSError) as e:  # binary file, a directory, no permission
+            raise LoihiConvError(f"cannot read recipe file {path} as UTF-8 text ({type(e).__name__}: {e})",
+                                 "pass a TOML text file, e.g. one written by Recipe.to_toml") from None
         return cls.from_dict(d)
 
     def replace(self, **changes: Any) -> "Recipe":

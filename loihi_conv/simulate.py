@@ -44,6 +44,7 @@ import torch
 from loihi_conv import ir, ops
 from loihi_conv.errors import LoihiConvError
 from loihi_conv.neurons import NEURON_MODELS, NeuronModel, get_neuron_model
+from loihi_conv.pooling import PoolScheme, get_pooling, scheme_name
 
 Tensor = torch.Tensor
 SOURCES = (ir.Input, ir.Neuron)  # nodes whose output crosses a synapse (delayed with delay=1)
@@ -154,6 +155,7 @@ class _Run:
         self.models: dict[str, NeuronModel] = {}
         self.counts: dict[str, Tensor] = {}
         self.buffers: dict[str, list[Tensor]] = {}
+        self.pools: dict[str, tuple[PoolScheme, dict[str, Tensor]]] = {}  # stateful max-pools
         self.t = 0
         self.first = True
 
@@ -191,6 +193,20 @@ def _(node: ir.Input, run: _Run) -> Tensor:
 
 
 @_evaluate.register
+def _(node: ir.MaxPool2d, run: _Run) -> Tensor:
+    # A max over spike values is not the max rate (loihi_conv.pooling): spiking inputs go to the
+    # graph's stateful scheme; a max-pool of the static analog input stays the ANN op.
+    if node.name in run.static:
+        return _evaluate.dispatch(ir.Node)(node, run)
+    x = run.read(node.inputs[0])
+    if node.name not in run.pools:
+        scheme = get_pooling(scheme_name(run.graph))
+        run.pools[node.name] = (scheme, scheme.init_state(node, x))
+    scheme, state = run.pools[node.name]
+    return scheme.step(node, state, x)
+
+
+@_evaluate.register
 def _(node: ir.Neuron, run: _Run) -> Tensor:
     current = run.read(node.inputs[0])
     if node.name not in run.state:
@@ -204,6 +220,9 @@ def _(node: ir.Neuron, run: _Run) -> Tensor:
         if run.delay:
             run.prev.setdefault(node.name, torch.zeros_like(current))
     state = run.state[node.name]
+    if run.t < node.params.get("clamp_steps", 0):  # voltage clamp (Rueckauer 2016 §2.3): v held at v(0),
+        out = run.buffers[node.name][run.t % len(run.buffers[node.name])]  # no input integrated, no spikes
+        return out.zero_()
     spikes = run.models[node.name].step(state, current)
     run.counts[node.name].add_(spikes)
     out = run.buffers[node.name][run.t % len(run.buffers[node.name])]

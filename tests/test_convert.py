@@ -139,7 +139,7 @@ def test_recipe_toml_and_dict_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("changes, match", [
-    ({"normalizer": "kl"}, "max, percentile"),
+    ({"normalizer": "kl"}, "max, mmse, percentile"),
     ({"neuron_model": "lif"}, "if-soft, if-zero"),
     ({"granularity": "neuron"}, "channel"),
     ({"percentile": 0.0}, "percentile"),

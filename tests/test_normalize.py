@@ -163,7 +163,7 @@ def test_percentile_100_is_max_norm_and_registry_errors():
     for k in a:
         assert torch.allclose(a[k], b[k])
     assert set(NORMALIZERS) >= {"max", "percentile"}
-    with pytest.raises(LoihiConvError, match="max, percentile"):
+    with pytest.raises(LoihiConvError, match="max, mmse, percentile"):
         get_normalizer("kl-divergence")
     with pytest.raises(LoihiConvError, match="granularity"):
         get_normalizer("max", granularity="neuron")
