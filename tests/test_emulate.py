@@ -692,3 +692,75 @@ def test_sdnn_network_bit_exact_with_lava():
     res = emulate(q, x[None], T, record=True)
     assert np.abs(states["in", "residue"]).max() > 0 and np.abs(states["sd", "residue"]).max() > 0
     _compare(res, spikes, states)
+
+
+# ---- layer-major schedule == streaming schedule ----------------------------------------------
+
+
+def _all_results_equal(a, b):
+    assert np.array_equal(a.output, b.output)
+    assert (a.readout is None) == (b.readout is None)
+    if a.readout is not None:
+        assert np.array_equal(a.readout, b.readout)
+    assert a.states.keys() == b.states.keys() and a.spike_counts.keys() == b.spike_counts.keys()
+    for name in a.states:
+        for k in a.states[name]:
+            assert np.array_equal(a.states[name][k], b.states[name][k]), (name, k)
+    for name in a.spike_counts:
+        assert np.array_equal(a.spike_counts[name], b.spike_counts[name]), name
+
+
+def even_weight_net(rng):
+    """lif_net with even 8-bit-mantissa conv weights (w = 2q, q int8): the int8 kernels run."""
+    q = lif_net(rng)
+    q["b"].synapses[0].weight = 2 * rng.integers(-128, 128, (3, 4, 2, 2))
+    return q
+
+
+@pytest.mark.parametrize("make, inject, t_in", [(lif_net, "a_in", 3), (lif_net, "a_in", 1),
+                                                (even_weight_net, "a_in", 2),
+                                                (sdnn_net, "a_in", 4), (bias_net, "bias", 1)])
+def test_layer_major_equals_streaming(monkeypatch, make, inject, t_in):
+    """Every block's spikes and states at every step, spike counts and readout are identical
+    under both schedules (feed-forward networks run layer-major by default)."""
+    from loihi_conv.emulate import engine
+    rng = np.random.default_rng(7)
+    q = make(rng)
+    shape = tuple(q.input.shape)
+    x = (rng.integers(-40, 60, (5, t_in, *shape)) if inject == "a_in"
+         else rng.integers(-40000, 40000, (5, *shape)))
+    assert engine._feed_forward(q)
+    layer_major = emulate(q, x, 13, inject=inject, record=True, batch_size=3)
+    monkeypatch.setattr(engine, "_feed_forward", lambda qnet: False)
+    streaming = emulate(q, x, 13, inject=inject, record=True, batch_size=3)
+    _all_results_equal(layer_major, streaming)
+    assert sum(int(c.sum()) for c in streaming.spike_counts.values()) > 0
+
+
+def test_layer_major_slices_and_chunks_are_invisible(monkeypatch):
+    """Tiny neuron slices and one-sample chunks give the same results as one big chunk."""
+    from loihi_conv.emulate import engine
+    rng = np.random.default_rng(8)
+    q = even_weight_net(rng)
+    x = rng.integers(-30, 60, (4, 2, 2, 5, 4))
+    whole = emulate(q, x, 9, record=True)
+    monkeypatch.setattr(engine, "SLICE_ELEMS", 1)
+    monkeypatch.setattr(engine, "TRAIN_BYTES", 1)
+    _all_results_equal(whole, emulate(q, x, 9, record=True))
+
+
+def test_recurrent_network_runs_streaming_and_matches_reference():
+    """A self-connected block is not feed-forward: it takes the streaming schedule."""
+    from loihi_conv.emulate import engine
+    rng = np.random.default_rng(9)
+    q = qir.QNetwork([
+        qir.Block("in", (4,)),
+        qir.Block("h", (3,), [qir.DenseSyn("in", rng.integers(-60, 60, (3, 4))),
+                              qir.DenseSyn("h", 2 * rng.integers(-128, 128, (3, 3)))],
+                  neuron=qir.Cuba(vth=200, i_decay=1000)),
+        qir.Block("out", (2,), [qir.DenseSyn("h", rng.integers(-255, 256, (2, 3)))],
+                  neuron=qir.Readout()),
+    ])
+    assert not engine._feed_forward(q)
+    res = assert_matches_reference(q, rng.integers(-30, 60, (3, 4)), steps=10)
+    assert res.spike_counts["h"].sum() > 0

@@ -256,6 +256,12 @@ def emulate(qnet: QNetwork, x: np.ndarray | torch.Tensor, steps: int, inject: st
     if bs < 1:
         raise LoihiConvError(f"batch_size must be >= 1, got {batch_size}", "pass a positive int")
     rec = _Recorder(em, _record_names(record, qnet), n, steps)
+    if _feed_forward(qnet):
+        for lo in range(0, n, bs):
+            for sub in range(lo, min(lo + bs, n), _layer_major_chunk(em, steps)):
+                _run_layer_major(em, xs[sub:min(sub + _layer_major_chunk(em, steps), lo + bs, n)],
+                                 steps, sub, rec)
+        return rec.result()
     for lo in range(0, n, bs):
         xc = xs[lo:lo + bs]
         em.reset(len(xc), abs_bound(xc), bias=xc[:, 0] if inject == "bias" else None,
@@ -296,8 +302,7 @@ class _Recorder:
         self.output[rows, t] = msgs[em.output.name].numpy()
         for k in self.counted:
             msg = msgs[k]
-            self.chunk_counts[k].add_(msg.view(torch.uint8) if msg.dtype == torch.bool
-                                      else msg != 0)
+            self.chunk_counts[k].add_(msg if em.binary(k) else msg != 0)  # spikes: uint8 0/1
         for name in self.names:
             for k, v in em.states(name).items():
                 self.states[name][k][rows, t] = v.numpy()
@@ -309,6 +314,169 @@ class _Recorder:
         if self.readout is not None:
             self.readout[self.rows] = self.em.states(self.em.output.name)["u"].numpy()
 
+    def record_states(self, name: str, t: int, lo: int, hi: int, runner) -> None:
+        """Layer-major: states of samples lo:hi (of the chunk) after step t."""
+        if name in self.states:
+            rows = slice(self.rows.start + lo, self.rows.start + hi)
+            for k, v in runner.states().items():
+                self.states[name][k][rows, t] = v.numpy()
+
+    def record_train(self, name: str, train: torch.Tensor, frame_of: list[int], finals) -> None:
+        """Layer-major: a block's whole message train (frames (nf*B, *shape), frame_of[t])."""
+        rows, em = self.rows, self.em
+        batch = rows.stop - rows.start
+        frames = train.reshape(-1, batch, *train.shape[1:])
+        if name in self.states or name == em.output.name:
+            per_step = frames[frame_of].transpose(0, 1).numpy()  # (B, steps, *shape)
+            if name == em.output.name:
+                self.output[rows] = per_step
+            if name in self.states:
+                self.states[name]["s"][rows] = per_step
+        if name in self.counts:
+            # uint8 partial sums of <= 255 steps: same-dtype adds are ~10x faster than torch's
+            # widening sum(dim=0) or mixed-dtype adds.
+            total = np.zeros((batch, *train.shape[1:]), np.int64)
+            for lo in range(0, len(frames), 255):
+                count = torch.zeros_like(frames[0], dtype=torch.uint8)
+                for frame in frames[lo:lo + 255]:
+                    count.add_(frame if frame.dtype == torch.uint8 else (frame != 0).view(
+                        torch.uint8))
+                total += count.numpy()
+            self.counts[name][rows] = total
+        if name == em.output.name and self.readout is not None:
+            self.readout[rows] = finals["u"].numpy()
+
+    def end_chunk_trains(self) -> None:
+        pass
+
     def result(self) -> EmulationResult:
         return EmulationResult(output=self.output, steps=self.steps, states=self.states,
                                spike_counts=self.counts, readout=self.readout)
+
+
+# ---- layer-major schedule ------------------------------------------------------------------
+# Without recurrence, block k at step t depends only on earlier blocks at steps < t (every
+# synapse delays >= 1 step), so each block can run over all steps before the next one: one big
+# synapse call on a source's whole message train ((steps*B, *shape) rows, step-major), then the
+# neuron recurrence over time on cache-sized batch slices. Same runners, same arithmetic, same
+# results as ``Emulator.step``; only the loop order changes.
+TRAIN_BYTES = 2 ** 28  # bound on one block's int32 message/input train per chunk
+SLICE_ELEMS = 2 ** 17  # neurons per elementwise op: the states stay in L2 across the step loop
+
+
+def _feed_forward(qnet: QNetwork) -> bool:
+    """Whether every synapse comes from an earlier block (no recurrence)."""
+    seen: set[str] = set()
+    for b in qnet.blocks:
+        if any(s.source not in seen for s in b.synapses):
+            return False
+        seen.add(b.name)
+    return True
+
+
+def _layer_major_chunk(em: Emulator, steps: int) -> int:
+    """Samples per layer-major chunk so that an int32 train of the largest block fits the budget."""
+    biggest = max(int(np.prod(node.shape)) for node in em.nodes)
+    return max(1, TRAIN_BYTES // (4 * steps * max(biggest, 1)))
+
+
+def _rows(train: torch.Tensor, t: int, batch: int) -> torch.Tensor:
+    """Step ``t`` (0-based) of a step-major train (steps*B, *shape) -> (B, *shape)."""
+    return train[t * batch:(t + 1) * batch]
+
+
+def _synapse_inputs(syn, src_train: torch.Tensor, frame_of: list[int], max_abs: int, steps: int,
+                    batch: int) -> list[torch.Tensor]:
+    """Per step t (0-based), the buffer this synapse sends at t: W·msg(t-1-d) summed over
+    delays d, with Lava's wraps. ``src_train`` holds the source's distinct message frames
+    (nf*B, *src_shape); frame_of[t] is the frame sent at step t."""
+    used = sorted(set(frame_of[:steps - 1]))
+    zero = torch.zeros((batch, *syn.dst_shape), dtype=torch.int32)
+    if not used:
+        return [zero] * steps
+    pos = {f: i for i, f in enumerate(used)}
+    if used == list(range(used[0], used[-1] + 1)):  # a run of steps: a view, no copy
+        frames = src_train[used[0] * batch:(used[-1] + 1) * batch]
+    else:
+        frames = torch.cat([_rows(src_train, f, batch) for f in used])
+    ys = syn.apply(frames, max_abs)  # {delay: (len(used)*B, *dst) int32 or int64}
+    if list(ys) == [0] and ys[0].dtype == torch.int32:
+        y = ys[0]
+        return [zero] + [_rows(y, pos[frame_of[t - 1]], batch) for t in range(1, steps)]
+    acc = [None] * steps
+    for d, y in ys.items():
+        for t in range(1 + d, steps):
+            part = _rows(y, pos[frame_of[t - 1 - d]], batch).to(torch.int64)
+            acc[t] = part if acc[t] is None else acc[t] + part
+    return [zero if a is None else syn.finish(a) for a in acc]
+
+
+def _run_layer_major(em: Emulator, xc: torch.Tensor, steps: int, lo: int,
+                     rec: "_Recorder") -> None:
+    """Emulate samples xc (B, T_in, *input_shape) block by block; results go to ``rec`` rows
+    lo:lo+B (trains are step-major: row t*B + b is sample b at step t)."""
+    batch, t_in = xc.shape[0], xc.shape[1]
+    inject = em.inject
+    em.reset(batch, abs_bound(xc), bias=xc[:, 0] if inject == "bias" else None)
+    rec.start_chunk(lo, batch)
+    trains: dict[str, tuple[torch.Tensor, list[int], int]] = {}  # name -> (train, frame_of, |m|)
+    x_frames = xc.transpose(0, 1).reshape(t_in * batch, *em.input.shape).to(torch.int32)
+    if len(em.input.shape) == 3:
+        x_frames = x_frames.contiguous(memory_format=torch.channels_last)
+    x_of = [t % t_in for t in range(steps)]
+    qblocks = {b.name: b for b in em.qnet.blocks}
+    with torch.no_grad(), torch.backends.nnpack.flags(enabled=False):
+        for node in em.nodes:
+            if node.neuron is None:  # neuron-less input: it sends x itself
+                trains[node.name] = (x_frames, x_of, em.x_bound)
+                rec.record_train(node.name, x_frames, x_of, None)
+                continue
+            if node is em.input:
+                a_in = ([_rows(x_frames, x_of[t], batch) for t in range(steps)]
+                        if inject == "a_in" else [em._zero] * steps)
+            else:
+                a_in = _neuron_inputs(em, node, trains, steps, batch)
+            train, finals = _run_neuron(em, node, qblocks[node.name], a_in, steps, batch,
+                                        xc[:, 0] if node is em.input and inject == "bias" else None,
+                                        rec)
+            bound = 1 if node.neuron.binary else abs_bound(train)
+            trains[node.name] = (train, list(range(steps)), bound)
+            rec.record_train(node.name, train, list(range(steps)), finals)
+    rec.end_chunk_trains()
+
+
+def _neuron_inputs(em: Emulator, node: _Node, trains, steps: int, batch: int
+                   ) -> list[torch.Tensor]:
+    """Lava InPort recv per step: the int32 sum of every synapse's buffer (wraps mod 2^32)."""
+    per_syn = [_synapse_inputs(syn, *trains[src], steps, batch) for syn, src in node.synapses]
+    if len(per_syn) == 1:
+        return per_syn[0]
+    if node.a_bound <= I32_MAX:
+        return [reduce(torch.add, parts) for parts in zip(*per_syn)]
+    return [wrap32(reduce(torch.add, (p.to(torch.int64) for p in parts))).to(torch.int32)
+            for parts in zip(*per_syn)]
+
+
+def _run_neuron(em: Emulator, node: _Node, block, a_in: list[torch.Tensor], steps: int,
+                batch: int, bias: torch.Tensor | None, rec: "_Recorder"):
+    """The neuron recurrence over all steps, slice by slice of the batch. Returns the message
+    train (steps*B, *shape) (uint8 0/1 for spiking blocks, int32 otherwise) and each slice's final
+    states {name: (B, *shape)}."""
+    size = max(1, int(np.prod(node.shape)))
+    step = max(1, SLICE_ELEMS // size)
+    dtype = torch.uint8 if node.neuron.binary else torch.int32
+    train = torch.empty((steps * batch, *node.shape), dtype=dtype,  # every row is written
+                        memory_format=torch.channels_last if len(node.shape) == 3
+                        else torch.contiguous_format)
+    finals: dict[str, list[torch.Tensor]] = {}
+    for lo in range(0, batch, step):
+        hi = min(lo + step, batch)
+        runner = make_neuron(block.neuron, block)
+        runner.reset(hi - lo, node.a_bound, None if bias is None else bias[lo:hi])
+        for t in range(steps):
+            msg = runner.step(a_in[t][lo:hi])
+            train[t * batch + lo:t * batch + hi] = msg
+            rec.record_states(node.name, t, lo, hi, runner)
+        for k, v in runner.states().items():
+            finals.setdefault(k, []).append(v)
+    return train, {k: torch.cat(v) for k, v in finals.items()}

@@ -41,6 +41,15 @@ def per_channel(value, shape: tuple[int, ...], what: str) -> torch.Tensor:
                          "or one per neuron")
 
 
+def dense_param(p: torch.Tensor, shape: tuple[int, ...]):
+    """A per-neuron-broadcastable parameter in the fastest form for elementwise ops: a Python
+    int when uniform, else materialized to (1, *shape) (channels-last for (C, H, W)): torch's
+    CPU kernels vectorize poorly when broadcasting a (1, C, 1, 1) tensor."""
+    if p.numel() == 1 or bool(torch.all(p == p.reshape(-1)[0])):
+        return int(p.reshape(-1)[0])
+    return zeros(1, shape, p.dtype).add_(p)
+
+
 def shift(x: torch.Tensor, e: int) -> torch.Tensor:
     """Lava ``scale_bias``: x << e for e >= 0, arithmetic (floor) x >> -e otherwise."""
     return x << e if e >= 0 else x >> -e
@@ -100,12 +109,13 @@ class Lif:
         self.has_bias = bool(torch.any(bias_eff != 0))
         self.bias_eff = bias_eff.to(self.dtype)
         # |v| < 2^23, so clamping vth<<6 to +-2^24 keeps every comparison and fits int32.
-        self.vth = self.vth6.clamp(-2 ** 24, 2 ** 24).to(self.dtype)
+        self.vth = dense_param(self.vth6.clamp(-2 ** 24, 2 ** 24).to(self.dtype), self.shape)
         self.u = zeros(batch, self.shape, self.dtype)
         self.v = zeros(batch, self.shape, self.dtype)
+        self._d = torch.empty_like(self.v)
 
     def step(self, a: torch.Tensor) -> torch.Tensor:
-        """One Lava LIF step on input ``a`` (int32); returns the spikes (bool)."""
+        """One Lava LIF step on input ``a`` (int32); returns the spikes (uint8 0/1)."""
         return self._step_int32(a) if self.safe else self._step_exact(a)
 
     @staticmethod
@@ -121,7 +131,7 @@ class Lif:
         v = wrap32(decay(self.v, self.v_decay) + u + self.bias_eff).clamp_(-(UV - 1), UV - 1)
         s = v > self.vth
         self.v = v.mul_(s.logical_not())
-        return s
+        return s.view(torch.uint8)
 
     def _step_int32(self, a: torch.Tensor) -> torch.Tensor:
         """Proven-overflow-free path (see ``reset``): int32, in place (same values as exact)."""
@@ -143,9 +153,12 @@ class Lif:
         if self.has_bias:
             v.add_(self.bias_eff)
         v.clamp_(-(UV - 1), UV - 1)
-        s = v > self.vth
-        v.mul_(s.logical_not())  # reset to zero (masked_fill_ is ~20x slower on CPU)
-        return s
+        # s = (v > vth) as 0/1 ints: clamp(v - vth, 0, 1); exact since |v - vth| < 2^25. Torch's
+        # CPU comparisons and bool<->int casts are ~10x slower than int32 arithmetic.
+        d = self._d
+        torch.sub(v, self.vth, out=d).clamp_(0, 1)
+        v.addcmul_(v, d, value=-1)  # reset to zero where s
+        return d.to(torch.uint8)
 
     def states(self) -> dict[str, torch.Tensor]:
         """Live state tensors (mutated in place by the next step: copy to keep)."""
@@ -182,8 +195,10 @@ class SoftIFRunner:
         self.dtype = torch.int32 if bound < 2 ** 31 else torch.int64
         self.has_bias = bool(torch.any(bias_eff != 0))
         self.bias_eff = bias_eff.to(self.dtype)
-        self.vth = self.vth6.to(self.dtype)
+        self.vth = dense_param(self.vth6.to(self.dtype), self.shape)
+        self.vth_m1 = dense_param(self.vth6.to(self.dtype) - 1, self.shape)
         self.v = zeros(batch, self.shape, self.dtype).add_(self.v0)
+        self._d = torch.empty_like(self.v)
 
     def step(self, a: torch.Tensor) -> torch.Tensor:
         """In place; exact because ``reset`` chose a dtype in which no sum can overflow."""
@@ -192,9 +207,15 @@ class SoftIFRunner:
         if self.has_bias:
             v.add_(self.bias_eff)
         v.clamp_(-(UV - 1), UV - 1)
-        s = v >= self.vth
-        v.addcmul_(s, self.vth, value=-1)  # reset by subtraction
-        return s
+        # s = (v >= vth) as 0/1 ints (see Lif): clamp(v - (vth - 1), 0, 1); no overflow by the
+        # dtype bound of ``reset`` (|v| + |vth| + 1 <= 2^23 + |vth| < 2^31).
+        d = self._d
+        torch.sub(v, self.vth_m1, out=d).clamp_(0, 1)
+        if isinstance(self.vth, int):  # uniform threshold (see dense_param)
+            v.add_(d, alpha=-self.vth)  # reset by subtraction
+        else:
+            v.addcmul_(d, self.vth, value=-1)
+        return d.to(torch.uint8)
 
     def states(self) -> dict[str, torch.Tensor]:
         """Live state tensors (mutated in place by the next step: copy to keep)."""

@@ -35,7 +35,8 @@ class ExactLinear:
     """
 
     def __init__(self, weight: np.ndarray,
-                 fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+                 fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 int8_fn: Callable[[np.ndarray, int], Callable] | None = None):
         w = np.asarray(weight, dtype=np.int64)
         self.weight = torch.from_numpy(w)
         rows = np.abs(w).reshape(w.shape[0], -1).sum(axis=1) if w.size else np.zeros(1, np.int64)
@@ -46,6 +47,7 @@ class ExactLinear:
                 "quantize the weights to at most 8-16 bits (Loihi weights are 8-bit)")
         self.fn = fn
         self._w: dict[torch.dtype, torch.Tensor] = {}
+        self._int8_fn, self._int8 = int8_fn, None  # built on first use (prepacking costs)
 
     def _weight(self, dtype: torch.dtype) -> torch.Tensor:
         if dtype not in self._w:
@@ -62,6 +64,13 @@ class ExactLinear:
         b = self.bound(max_abs)
         if s.dtype == torch.bool:
             s = s.view(torch.uint8)  # same bytes; uint8 -> float is ~8x faster than bool -> float
+        if self._int8_fn is not None and max_abs <= 1 and s.dtype == torch.uint8 \
+                and b <= F32_EXACT:
+            if self._int8 is None:
+                self._int8 = _int8_kernel(self.weight.numpy(), self._int8_fn)
+                self._int8_fn = None if self._int8 is None else self._int8_fn
+            if self._int8 is not None:
+                return self._int8(s).to(torch.int32)
         if b <= F32_EXACT:
             return self.fn(s.to(torch.float32), self._weight(torch.float32)).to(torch.int32)
         if b <= F64_EXACT:
@@ -75,6 +84,59 @@ class ExactLinear:
         y_lo = self(lo, (1 << k) - 1).to(torch.int64)
         y_hi = self(hi, (max_abs >> k) + 1).to(torch.int64)
         return y_lo + (y_hi << k)
+
+
+def _int8_kernel(w: np.ndarray, factory) -> Callable | None:
+    """An exact int8 kernel for 0/1 messages, or None when the weights do not fit.
+
+    Loihi weights are 8-bit mantissas times 2^k: ``w = q * 2^k`` with q in [-128, 127]. oneDNN's
+    u8 x s8 kernels accumulate in int32 (exact; 0/1 inputs cannot saturate even the pre-VNNI
+    16-bit pair sums, |q1 + q2| <= 256) and convert to float32 with the per-channel scale 2^k:
+    exact whenever the float32 path is (bound <= 2^24; a power-of-two scale only moves the
+    exponent). It is ~4-8x faster than the float32 kernels on CPUs with VNNI.
+    """
+    if factory is None or w.size == 0 or not np.any(w):
+        return None
+    k = 0
+    while k < 16 and not np.any(w & ((1 << (k + 1)) - 1)):
+        k += 1  # largest common power of two
+    q = w >> k
+    if q.min() < -128 or q.max() > 127:
+        return None
+    try:
+        return factory(q.astype(np.int8), k)
+    except (RuntimeError, AttributeError):  # a torch build without the oneDNN int8 ops
+        return None
+
+
+def _qlinear(q: np.ndarray, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """oneDNN u8 x s8 linear: (M, N_in) uint8 -> (M, N_out) float32 = s @ (q * 2^k).T."""
+    packed = torch.ops.onednn.qlinear_prepack(torch.from_numpy(q), None)
+    scale = torch.full((q.shape[0],), float(2 ** k))
+    zp = torch.zeros(q.shape[0], dtype=torch.int64)
+
+    def run(s: torch.Tensor) -> torch.Tensor:
+        return torch.ops.onednn.qlinear_pointwise(s.contiguous(), 1.0, 0, packed, scale, zp, None,
+                                                  1.0, 0, torch.float32, "none", [], "")
+    run(torch.zeros((1, q.shape[1]), dtype=torch.uint8))  # fail here, not mid-run
+    return run
+
+
+def _qconv(stride, padding, dilation, groups):
+    """oneDNN u8 x s8 conv factory: (B, C, H, W) uint8 channels-last -> float32 channels-last."""
+    def factory(q: np.ndarray, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        scale = torch.full((q.shape[0],), float(2 ** k))
+        zp = torch.zeros(q.shape[0], dtype=torch.int64)
+        packed = torch.ops.onednn.qconv_prepack(torch.from_numpy(q), scale, 1.0, 0, list(stride),
+                                                list(padding), list(dilation), groups, None)
+
+        def run(s: torch.Tensor) -> torch.Tensor:
+            return torch.ops.onednn.qconv2d_pointwise(
+                s.contiguous(memory_format=torch.channels_last), 1.0, 0, packed, scale, zp, None,
+                list(stride), list(padding), list(dilation), groups, 1.0, 0, torch.float32,
+                "none", [], "")
+        return run
+    return factory
 
 
 class DenseRunner:
@@ -97,7 +159,7 @@ class DenseRunner:
         self.dst_shape = tuple(dst_shape)
         delay = self._delays(syn, w.shape)
         self.depth = int(delay.max()) + 1 if delay.size else 1
-        self.ops = {int(d): ExactLinear(np.where(delay == d, w, 0), F.linear)
+        self.ops = {int(d): ExactLinear(np.where(delay == d, w, 0), F.linear, _qlinear)
                     for d in np.unique(delay)}
         self.can_freeze = self.depth == 1  # constant input -> constant buffer
 
@@ -135,6 +197,25 @@ class DenseRunner:
         out = wrap32(self.ring[self.ptr]).to(torch.int32).reshape(-1, *self.dst_shape)
         self.ring[self.ptr].zero_()
         return out
+
+    def apply(self, s: torch.Tensor, max_abs: int) -> dict[int, torch.Tensor]:
+        """Layer-major: W·s for many messages at once, (M, *source.shape) -> {delay d: (M,
+        *target.shape)}; int32 already wrapped without delays, else exact int64 parts that
+        ``finish`` wraps once they are summed per arrival step (the ring buffer's sum)."""
+        s = s.reshape(s.shape[0], -1)
+        if self.depth == 1:
+            op = self.ops[0]
+            y = op(s, max_abs)
+            if op.bound(max_abs) >= DENSE_WRAP:
+                y = wrap32(y).to(torch.int32)
+            return {0: y.reshape(-1, *self.dst_shape)}
+        return {d: op(s, max_abs).to(torch.int64).reshape(-1, *self.dst_shape)
+                for d, op in self.ops.items()}
+
+    @staticmethod
+    def finish(acc: torch.Tensor) -> torch.Tensor:
+        """The int32 channel's wrap of a summed int64 ring-buffer slot."""
+        return wrap32(acc).to(torch.int32)
 
     def receive(self, s: torch.Tensor, max_abs: int) -> None:
         """Accumulate W·s(t); must follow ``send`` of the same step."""
@@ -186,7 +267,8 @@ class ConvRunner:
         stride, padding, dilation, groups = (tuple(syn.stride), tuple(syn.padding),
                                              tuple(syn.dilation), int(syn.groups))
         self.op = ExactLinear(w, lambda s, wt: F.conv2d(s, wt, None, stride, padding, dilation,
-                                                        groups))
+                                                        groups),
+                              _qconv(stride, padding, dilation, groups))
 
     def out_bound(self, max_abs: int) -> int:
         return min(self.op.bound(max_abs), CONV_WRAP)
@@ -196,6 +278,13 @@ class ConvRunner:
 
     def send(self) -> torch.Tensor:
         return self.buf
+
+    def apply(self, s: torch.Tensor, max_abs: int) -> dict[int, torch.Tensor]:
+        """Layer-major: the buffers of many messages at once, (M, *source.shape) channels-last
+        -> {0: (M, *target.shape) int32 channels-last}."""
+        self.receive(s, max_abs)
+        y, self.buf = self.buf, None
+        return {0: y}
 
     def receive(self, s: torch.Tensor, max_abs: int) -> None:
         # Channels-last in, channels-last out: the target's states are channels-last too.
