@@ -33,7 +33,7 @@ import torch
 
 from loihi_conv import ir, ops
 from loihi_conv.errors import LoihiConvError
-from loihi_conv.neurons import NEURON_MODELS
+from loihi_conv.neurons import NEURON_MODELS, threshold_scale
 from loihi_conv.observe import ActivationStats, ObserverSpec
 
 Tensor = torch.Tensor
@@ -157,10 +157,13 @@ def to_snn(graph: ir.Graph, thresholds: dict[str, Tensor | float], neuron_model:
     if missing:
         raise LoihiConvError(f"no threshold for ReLU node(s) {', '.join(missing)}",
                              "pass a threshold for every ReLU (normalize.*.thresholds gives them all)")
+    # Multi-bit models fire at lambda / S_max so the clipping level stays lambda (HPC eq. 16).
+    scale = threshold_scale(neuron_model, params or {})
     for relu in relus:
         c = _channels(relu)
         theta = torch.as_tensor(thresholds[relu.name], dtype=torch.float32).flatten()
         theta = theta.expand(c).clone() if theta.numel() == 1 else theta
+        theta = theta * scale
         if theta.shape != (c,) or not bool((theta > 0).all()) or not bool(torch.isfinite(theta).all()):
             raise LoihiConvError(f"threshold for {relu.name} must be {c} positive finite values, got "
                                  f"shape {tuple(theta.shape)} min {float(theta.min()):.3g}",

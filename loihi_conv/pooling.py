@@ -1,0 +1,133 @@
+"""Spiking max-pooling schemes for the float SNN simulator, registered by name.
+
+In an SNN a ``MaxPool2d`` node sees spike values (``spikes * theta``, ANN units) one step at a
+time. Taking the max of each step's spikes (what a stateless max-pool does) passes a spike
+whenever *any* neuron of the window spikes, so the output rate is the rate of the union of
+spike trains -- an over-estimate of the max rate (Rueckauer et al. 2016 §3.6; SpiCalib §3.2).
+A scheme keeps per-batch state and turns the window's spike stream into an output stream whose
+rate is the max input rate.
+
+Layouts: every tensor is (N, C, H, W) in PyTorch order -- the scheme's input is the MaxPool2d
+node's input at one step, its output the node's output at that step, (N, C, H', W') exactly as
+``F.max_pool2d`` (kernel, stride, padding, ceil mode) shapes it.
+
+Which scheme a graph uses: ``graph.meta["recipe"]["max_pool"]`` (``Recipe.max_pool``), default
+``DEFAULT_SCHEME``. The fixed-point targets cannot express any of them yet (the quantizer
+refuses MaxPool2d).
+"""
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from loihi_conv import ir
+from loihi_conv.errors import LoihiConvError
+
+Tensor = torch.Tensor
+State = dict[str, Tensor]
+
+POOLING_SCHEMES: dict[str, type["PoolScheme"]] = {}
+DEFAULT_SCHEME = "mli"
+
+
+def register_pooling(name: str) -> Callable[[type["PoolScheme"]], type["PoolScheme"]]:
+    """Class decorator: make a spiking max-pool scheme available under ``name``."""
+
+    def deco(cls: type[PoolScheme]) -> type[PoolScheme]:
+        cls.name = name
+        POOLING_SCHEMES[name] = cls
+        return cls
+
+    return deco
+
+
+def get_pooling(name: str) -> "PoolScheme":
+    """The registered scheme called ``name``; a LoihiConvError lists the known names otherwise."""
+    try:
+        return POOLING_SCHEMES[name]()
+    except KeyError:
+        raise LoihiConvError(f"unknown max-pool scheme {name!r}",
+                             f"use one of: {', '.join(sorted(POOLING_SCHEMES))}") from None
+
+
+def scheme_name(graph: ir.Graph) -> str:
+    """The max-pool scheme a graph asks for: its recipe's ``max_pool`` or ``DEFAULT_SCHEME``."""
+    return (graph.meta.get("recipe") or {}).get("max_pool", DEFAULT_SCHEME)
+
+
+def _pool(node: ir.MaxPool2d, x: Tensor, **kw) -> Tensor:
+    return F.max_pool2d(x, node.kernel_size, node.stride, node.padding, ceil_mode=node.ceil_mode, **kw)
+
+
+class PoolScheme:
+    """``init_state`` once per batch from the first input, then ``step`` every step."""
+
+    name: ClassVar[str] = ""
+
+    def init_state(self, node: ir.MaxPool2d, x: Tensor) -> State:
+        return {}
+
+    def step(self, node: ir.MaxPool2d, state: State, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+@register_pooling("spike-max")
+class SpikeMax(PoolScheme):
+    """Stateless max of each step's spike values: the ANN op applied to spikes. Biased high (its
+    rate is that of the union of the window's spike trains); kept as a baseline only."""
+
+    def step(self, node: ir.MaxPool2d, state: State, x: Tensor) -> Tensor:
+        return _pool(node, x)
+
+
+@register_pooling("rate-gate")
+class RateGate(PoolScheme):
+    """Gated max-pool (Rueckauer et al. 2016 §3.6): each output unit passes only the spikes of the
+    window's neuron with the highest estimated firing rate, the estimate an exponentially
+    weighted average ``r(t) = decay * r(t-1) + (1 - decay) * x(t)`` of the input (ANN units).
+    The paper gives no decay; 0.9 (a ~10-step memory) is a choice, not tuned. Overlapping windows and ceil mode come for free from ``F.max_pool2d``'s
+    argmax indices. Output values are the passed neuron's spikes, so rates stay in units of
+    one neuron; a switch of the gate can still pass or drop a spike (the scheme is approximate).
+    """
+
+    decay: ClassVar[float] = 0.9
+
+    def init_state(self, node: ir.MaxPool2d, x: Tensor) -> State:
+        return {"rate": torch.zeros_like(x)}
+
+    def step(self, node: ir.MaxPool2d, state: State, x: Tensor) -> Tensor:
+        rate = state["rate"]
+        rate.mul_(self.decay).add_(x, alpha=1.0 - self.decay)
+        _, idx = _pool(node, rate, return_indices=True)  # idx into each (n, c) plane's H*W
+        out = x.flatten(2).gather(2, idx.flatten(2))
+        return out.view(idx.shape)
+
+
+@register_pooling("mli")
+class MLIPooling(PoolScheme):
+    """MLIPooling (SpiCalib §3.4; LIPooling of Li & Zeng 2022): every pooling block gets its own
+    copy of its neurons (so overlapping windows, kernel != stride, do not interfere) and
+    lateral inhibition within the block:
+
+    ``u_bj(t) = u_bj(t-1) + x_j(t)``, ``o_b(t) = max_j u_bj(t)``, ``u_bj(t) -= o_b(t)``.
+
+    With ``C_j(t)`` the cumulative input, ``u_bj = C_j - O_b(t-1)``, so the cumulative output is
+    ``O_b(t) = max_j C_j(t)``: the block sends exactly the max of its neurons' cumulative input,
+    i.e. ``max(rate) * t`` -- lossless at any T. That identity is what is computed here (one
+    ``max_pool2d`` of ``C`` per step instead of per-block copies). Ceil mode: the paper pads
+    right/bottom with zeros; ``F.max_pool2d`` ignores the missing positions, the same thing
+    whenever ``C >= 0`` (spiking inputs; a buffered IF's net count never goes negative).
+    Output values are graded (a block can send several threshold units per step).
+    """
+
+    def init_state(self, node: ir.MaxPool2d, x: Tensor) -> State:
+        return {"cum": torch.zeros_like(x), "sent": torch.zeros_like(_pool(node, x))}
+
+    def step(self, node: ir.MaxPool2d, state: State, x: Tensor) -> Tensor:
+        state["cum"].add_(x)
+        total = _pool(node, state["cum"])
+        out = total - state["sent"]
+        state["sent"] = total
+        return out
