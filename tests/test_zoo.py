@@ -21,6 +21,15 @@ def tmp_cache(monkeypatch, tmp_path):
     return tmp_path / "cache"
 
 
+@pytest.fixture
+def one_thread():
+    """digits_cnn is tiny: one thread is faster, and it avoids thread spin on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # --------------------------------------------------------------------------- definitions
 @pytest.mark.parametrize("name", list(zoo.ZOO))
 def test_zoo_models_are_convertible_shapes(name):
@@ -55,7 +64,7 @@ def test_build_model_is_seeded_and_leaves_global_rng_alone():
 
 
 # --------------------------------------------------------------------------- training
-def test_digits_cnn_trains_deterministically():
+def test_digits_cnn_trains_deterministically(one_thread):
     entry = zoo.ZOO["digits_cnn"]
     m1, m2 = zoo.build_model("digits_cnn"), zoo.build_model("digits_cnn")
     acc1 = train_model(m1, entry.dataset, entry.config, progress=False)
@@ -68,7 +77,7 @@ def test_digits_cnn_trains_deterministically():
     assert evaluate(m1, x, y) == acc1 and not m1.training
 
 
-def test_get_model_trains_once_then_loads(tmp_cache, monkeypatch):
+def test_get_model_trains_once_then_loads(tmp_cache, monkeypatch, one_thread):
     model, info = zoo.get_model("digits_cnn", progress=False)
     ckpt = tmp_cache / "models" / f"digits_cnn-{zoo.config_hash('digits_cnn')}.pt"
     assert info["checkpoint"] == str(ckpt) and ckpt.is_file()
