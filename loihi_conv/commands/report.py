@@ -3,30 +3,33 @@ from __future__ import annotations
 
 import click
 
-from loihi_conv.cli import Ctx, guarded, main, parse_timesteps
+from loihi_conv.cli import Ctx, guarded, main, parse_timesteps, write_json
+from loihi_conv.commands.backend import TARGETS
 from loihi_conv.commands.options import model_options, pop_recipe, recipe_options
 
 
 @main.command()
 @model_options
 @recipe_options
-@click.option("--target", type=click.Choice(("cuba", "if-soft", "sdnn")), default="if-soft", show_default=True,
+@click.option("--target", type=click.Choice(TARGETS), default="if-soft", show_default=True,
               help="Loihi target quantized for the emulator and Lava.")
 @click.option("--timesteps", "-T", default="4,8,16,32", show_default=True,
               help="Comma-separated readout windows for the accuracy curves.")
 @click.option("--detail-T", "detail_t", type=int, default=None,
               help="Window for errors, rates, raster and Lava (default: the largest T).")
-@click.option("--samples", "-n", type=int, default=200, show_default=True, help="Test images.")
+@click.option("--samples", "-n", type=int, default=100, show_default=True, help="Test images.")
 @click.option("--lava-samples", type=int, default=2, show_default=True,
               help="Test images also run on Lava's CPU simulator (0: skip Lava).")
 @click.option("--no-emulator-curve", is_flag=True, help="Quantize and emulate at the detail T only (faster).")
 @click.option("--format", "fmt", type=click.Choice(("md", "html")), default="md", show_default=True)
 @click.option("--out", "-o", type=click.Path(file_okay=False), required=True,
               help="Directory for report.md|html, report.json and figures/.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the numbers (report.json) here.")
 @click.pass_obj
 @guarded
 def report(obj: Ctx, model, weights, dataset, target, timesteps, detail_t, samples, lava_samples,
-           no_emulator_curve, fmt, out, **kw) -> None:
+           no_emulator_curve, fmt, out, json_out, **kw) -> None:
     """Measure a conversion on a few test images and write a report with plots and the numbers
     behind them (JSON beside it).
 
@@ -42,4 +45,5 @@ def report(obj: Ctx, model, weights, dataset, target, timesteps, detail_t, sampl
                        weights, dataset, emulator_curve=not no_emulator_curve,
                        progress=lambda msg: obj.echo(f"  {msg}"))
     paths = rep.write(data, out, fmt)
+    write_json(json_out, data.to_dict())
     obj.echo(f"wrote {paths['report']} and {paths['json']} ({len(paths) - 2} figure files)")

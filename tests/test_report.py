@@ -1,0 +1,146 @@
+"""`loihi-conv report` / loihi_conv.report: numbers consistent with the pipeline, real figures.
+
+Runs the digits CNN on a few test images (seconds); the Lava part is one image, marked lava.
+"""
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from loihi_conv import models, pipeline
+from loihi_conv import report as rep
+from loihi_conv.cli import main
+from loihi_conv.recipe import Recipe
+
+MODEL, SAMPLES, TS = "digits_cnn", 60, (4, 16)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks: one torch thread is faster, and much faster on a busy shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data() -> rep.ReportData:
+    return rep.collect(MODEL, "if-soft", TS, samples=SAMPLES, lava_samples=0, recipe=Recipe())
+
+
+# ---- helpers with hand-computed values ----------------------------------------------------------
+def test_pearson_cases():
+    assert rep.pearson(np.array([1, 2, 3]), np.array([2, 4, 6])) == pytest.approx(1.0)
+    assert rep.pearson(np.array([1, 2, 3]), np.array([3, 2, 1])) == pytest.approx(-1.0)
+    assert rep.pearson(np.array([5, 5]), np.array([5, 5])) == 1.0  # identical, even if constant
+    assert math.isnan(rep.pearson(np.array([5, 5]), np.array([1, 2])))
+    assert math.isnan(rep.pearson(np.zeros(0), np.zeros(0)))
+
+
+def test_channel_relative_error_by_hand():
+    # 2 samples, 2 channels, 1x2 positions; channel 1 is silent in the ANN and dropped
+    x = torch.tensor([[[[1.0, 2.0]], [[0.0, 0.0]]], [[[0.0, 2.0]], [[0.0, 0.0]]]])
+    s = torch.tensor([[[[1.0, 1.0]], [[3.0, 0.0]]], [[[1.0, 2.0]], [[1.0, 1.0]]]])
+    # channel 0: ((0)^2 + 1^2 + 1^2 + 0^2) / (1 + 4 + 0 + 4) = 2/9
+    assert rep.channel_relative_error(x, s).tolist() == pytest.approx([2 / 9])
+
+
+def test_channel_mean_layouts():
+    a = np.arange(2 * 3 * 2 * 2).reshape(2, 3, 2, 2)
+    assert rep.channel_mean(a).tolist() == pytest.approx([a[:, c].mean() for c in range(3)])
+    assert rep.channel_mean(np.array([[1.0, 3.0], [3.0, 5.0]])).tolist() == [2.0, 4.0]
+
+
+# ---- collected numbers ----------------------------------------------------------------------------
+def test_accuracies_match_evaluate_and_emulator(data):
+    ref = models.resolve(MODEL, progress=False)
+    ev = pipeline.evaluate(ref, Recipe(), TS, SAMPLES)
+    assert data.samples == ev.samples == SAMPLES
+    assert data.ann_accuracy == ev.ann_accuracy
+    assert data.snn_accuracy == ev.snn_accuracy
+    snn, _ = pipeline.convert_model(ref, Recipe())
+    qnet = pipeline.quantize_snn(snn, ref, Recipe(), "if-soft", 16)
+    acc, _ = pipeline.emulator_accuracy(qnet, ref.dataset, 16, SAMPLES)
+    assert data.emulator_accuracy[16] == pytest.approx(acc)
+    assert data.steps_run == 16 + qnet.depth
+
+
+def test_layers_errors_rates_agreement(data):
+    layers = list(data.layer_error)
+    assert layers == list(data.rates["float SNN"]) == list(data.rates["emulator"]) == ["net_2", "net_6"]
+    for name in layers:
+        e = np.asarray(data.layer_error[name])
+        assert e.size > 0 and np.all(e >= 0) and np.all(np.isfinite(e))
+        f, m = np.asarray(data.rates["float SNN"][name]), np.asarray(data.rates["emulator"][name])
+        assert np.all((f >= 0) & (f <= 1)) and np.all((m >= 0) & (m <= 1))
+        # the fixed-point if-soft network fires like its float model
+        assert abs(f.mean() - m.mean()) < 0.02
+        assert data.agreement["float vs emulator"][name] > 0.9
+    assert data.lava == {"samples": 0} and set(data.agreement) == {"float vs emulator"}
+
+
+def test_raster_record(data):
+    r = data.raster
+    assert r["steps"] == data.steps_run and r["state"] == "v"
+    for name, s in r["spikes"].items():
+        s = np.asarray(s)
+        assert s.shape[0] == data.steps_run and 0 < s.shape[1] <= 24 and set(np.unique(s)) <= {0, 1}
+    assert len(r["trace"]) >= 1
+    for label, v in r["trace"].items():
+        spikes = np.asarray(r["trace_spikes"][label])
+        assert len(v) == len(spikes) == data.steps_run
+        assert f"({int(spikes.sum())} spikes)" in label
+        assert r["threshold"][label] > 0 and r["threshold"][label] % 64 == 0  # vth << 6
+        # SoftIF: reset by subtraction keeps v below its threshold after every step
+        assert max(v) < r["threshold"][label] or spikes.sum() > 0
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_write_report_files(data, tmp_path, fmt):
+    paths = rep.write(data, tmp_path, fmt)
+    page = paths["report"].read_text()
+    for name in ("accuracy", "layer_error", "firing_rates", "raster", "agreement"):
+        png, svg = paths[f"{name}_png"], paths[f"{name}_svg"]
+        raw = png.read_bytes()
+        assert raw.startswith(PNG_MAGIC) and len(raw) > 5000
+        h, w = matplotlib.image.imread(png).shape[:2]
+        assert h > 300 and w > 300
+        assert ET.parse(svg).getroot().tag.endswith("svg")
+        assert f"figures/{name}.png" in page
+    js = json.loads(paths["json"].read_text())
+    assert js == data.to_dict()
+    assert js["snn_accuracy"]["16"] == data.snn_accuracy[16]
+    assert f"{100 * data.snn_accuracy[16]:.2f}%" in page and f"{100 * data.ann_accuracy:.2f}%" in page
+    assert ("<table>" in page) == (fmt == "html")
+
+
+def test_cli_report_and_bad_input(tmp_path):
+    runner = CliRunner(mix_stderr=False)
+    res = runner.invoke(main, ["-q", "report", "--model", MODEL, "-n", "20", "-T", "8", "--lava-samples", "0",
+                               "--no-emulator-curve", "--out", str(tmp_path / "r"), "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.stderr
+    js = json.loads((tmp_path / "r.json").read_text())
+    assert js["samples"] == 20 and list(js["emulator_accuracy"]) == ["8"] and js["detail_t"] == 8
+    assert (tmp_path / "r" / "report.md").is_file() and (tmp_path / "r" / "figures" / "raster.png").is_file()
+    bad = runner.invoke(main, ["report", "--model", MODEL, "-n", "3", "--lava-samples", "5", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "--lava-samples" in bad.stderr
+    bad = runner.invoke(main, ["report", "--model", MODEL, "--detail-T", "0", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "--detail-T 0" in bad.stderr
+
+
+@pytest.mark.lava
+def test_lava_counts_equal_emulator():
+    d = rep.collect(MODEL, "cuba", (8,), samples=4, lava_samples=1, emulator_curve=False)
+    assert d.lava["samples"] == 1 and d.lava["predictions_agree"]
+    assert d.exact_match and all(v == 1.0 for v in d.exact_match.values())
+    assert all(r == 1.0 for r in d.agreement["emulator vs Lava"].values())
+    assert set(d.agreement) == {"float vs emulator", "emulator vs Lava", "float vs Lava"}
