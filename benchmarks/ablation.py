@@ -67,7 +67,14 @@ def run_row(model, calib, x, y, ts, opts, per_t):
 @click.option("--samples", default=2000, type=int)
 @click.option("--rows", default="", help="comma-separated row names (default: all)")
 @click.option("--tag", default="", help="suffix for the output files")
-def main(models, ts, samples, rows, tag):
+@click.option("--render", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="only write the table and plot of an existing (possibly partial) results JSON")
+def main(models, ts, samples, rows, tag, render):
+    if render:
+        out = _int_keys(json.loads(Path(render).read_text()))
+        write_md(out, RESULTS / f"ablation{tag}.md")
+        plot(out, tag)
+        return
     torch.set_num_threads(1)
     ts = [int(t) for t in ts.split(",")]
     names = [r for r in ROWS if not rows or r in rows.split(",")]
@@ -91,6 +98,15 @@ def main(models, ts, samples, rows, tag):
             (RESULTS / f"ablation{tag}.json").write_text(json.dumps(out, indent=1))
     write_md(out, RESULTS / f"ablation{tag}.md")
     plot(out, tag)
+
+
+def _int_keys(out):
+    """JSON turns the T keys into strings; the writers index by int T."""
+    for m in out["models"].values():
+        for r in m["rows"].values():
+            r["accuracy"] = {int(k): v for k, v in r["accuracy"].items()}
+            r["efficiency"] = {int(k): v for k, v in r["efficiency"].items()}
+    return out
 
 
 def write_md(out, path):
