@@ -9,6 +9,7 @@ import functools
 import json
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
@@ -16,6 +17,9 @@ import click
 from loihi_conv.errors import LoihiConvError
 
 DEFAULT_T = (4, 8, 16, 32, 64, 128, 256)
+# Longest readout window / run we accept. Far beyond any useful window (accuracy saturates within
+# a few hundred steps), and it keeps a mistyped T from looping for hours or overflowing int64.
+MAX_STEPS = 1_000_000
 
 
 class Ctx:
@@ -36,7 +40,9 @@ def guarded(fn):
         ctx = click.get_current_context().find_object(Ctx)
         debug = ctx.debug if ctx else False
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = functools.partial(_show_warning, debug)
+                return fn(*args, **kwargs)
         except LoihiConvError as e:
             if debug:
                 traceback.print_exc()
@@ -55,7 +61,14 @@ def guarded(fn):
     return wrapper
 
 
+def _show_warning(debug: bool, message, category, filename, lineno, file=None, line=None) -> None:
+    """One ``warning: ...`` line on stderr instead of Python's file:line + source-line format."""
+    where = f" ({category.__name__} at {filename}:{lineno})" if debug else ""
+    click.echo(f"warning: {message}{where}", err=True)
+
+
 def parse_timesteps(value: str | None) -> tuple[int, ...]:
+    """``--timesteps 8,16,64`` -> (8, 16, 64); None -> DEFAULT_T."""
     if value is None:
         return DEFAULT_T
     try:
@@ -63,10 +76,20 @@ def parse_timesteps(value: str | None) -> tuple[int, ...]:
     except ValueError:
         raise LoihiConvError(f"--timesteps {value!r} is not a comma-separated list of integers",
                              "pass e.g. --timesteps 8,16,64") from None
-    if not ts or min(ts) <= 0:
-        raise LoihiConvError(f"--timesteps {value!r}: every T must be a positive integer",
-                             "pass e.g. --timesteps 8,16,64")
+    for T in ts:
+        check_steps(T, f"--timesteps {value!r}", "--timesteps 8,16,64")
     return ts
+
+
+def check_steps(value: int, option: str, example: str) -> int:
+    """A step count / readout window given on the command line: 1 <= value <= MAX_STEPS."""
+    if value <= 0:
+        raise LoihiConvError(f"{option}: steps must be a positive integer, got {value}",
+                             f"pass e.g. {example}")
+    if value > MAX_STEPS:
+        raise LoihiConvError(f"{option}: {value} steps is more than the supported {MAX_STEPS}",
+                             f"readout windows of a few hundred steps are enough; pass e.g. {example}")
+    return int(value)
 
 
 def write_json(path: str | None, payload: dict) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from loihi_conv import qir
+from loihi_conv.errors import LoihiConvError
 
 
 def encode(qnet: qir.QNetwork, x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -26,7 +27,9 @@ def steps_for(qnet: qir.QNetwork, timesteps: int) -> int:
 
 @singledispatch
 def _scores(neuron, qnet: qir.QNetwork, output: np.ndarray, readout: np.ndarray | None) -> np.ndarray:
-    raise TypeError(f"no readout rule for output neuron {type(neuron).__name__}")
+    raise LoihiConvError(f"the output layer has a {type(neuron).__name__} neuron, which has no class-score "
+                         "readout rule", "end the network with a dense layer whose neuron is a Readout "
+                         "(NetX: no neuron group), Sigma, CUBA or SoftIF")
 
 
 @_scores.register(qir.Readout)

@@ -12,6 +12,7 @@ layer without neuron -> Readout (netx's default integrator); CUBA/LOIHI -> Cuba;
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,12 +83,34 @@ def _info(f: h5py.File) -> dict:
         "format": fmt,
         "version": text.get(schema.VERSION_ATTR),
         "checksum": text.get(schema.CHECKSUM_ATTR),
-        "input_scale": float(a.get("input_scale", 1.0)),
-        "output_scale": float(a.get("output_scale", 1.0)),
-        "meta": json.loads(text["meta"]) if "meta" in text else None,
+        "input_scale": _scale(a, "input_scale"),
+        "output_scale": _scale(a, "output_scale"),
+        "meta": _meta(text),
         "recipe": json.loads(text["recipe"]) if "recipe" in text else None,
         "tool_versions": json.loads(text["tool_versions"]) if "tool_versions" in text else None,
     }
+
+
+def _scale(attrs, key: str) -> float:
+    """input_scale / output_scale: a positive finite number (default 1, as netx assumes)."""
+    raw = attrs.get(key, 1.0)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise _err(f"root attribute '{key}' = {raw!r} is not a positive number")
+    return value
+
+
+def _meta(text: dict[str, str]) -> dict | None:
+    """The 'meta' root attribute: a JSON object (it becomes QNetwork.meta), null or absent."""
+    if "meta" not in text:
+        return None
+    value = json.loads(text["meta"])
+    if value is not None and not isinstance(value, dict):
+        raise _err(f"root attribute 'meta' holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def _attr_str(v) -> str:

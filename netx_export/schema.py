@@ -36,6 +36,7 @@ EXT_NEURON_TYPES = ("SOFTIF", "DELTA")
 
 MAX_ELEMENTS = 10**8  # per dataset; anything bigger is not a network we can build
 MAX_LAYERS = 10_000
+MAX_CONV_GEOMETRY = 2**16  # stride/padding/dilation; torch's conv dies with SIGFPE from 2^32 on
 VTH_MAX = 131071  # 17-bit unsigned vThMant (lif/models.py docstring)
 NETX_READOUT_VTH = 131072  # netx's default dense neuron: 1 << 18 - 1 (operator precedence)
 DECAY_MAX = 4096

@@ -81,6 +81,14 @@ def _(syn: qir.ConvSyn, block, src, fail) -> None:
             or any(int(v) < 0 for v in syn.padding)):
         raise fail(f"block {block.name!r}: stride/dilation must be >= 1 and padding >= 0, got "
                    f"{syn.stride}/{syn.dilation}/{syn.padding}", "fix the conv geometry")
+    padded = [int(x) + 2 * int(p) for x, p in zip(src.shape[1:], syn.padding)]
+    if (max(int(v) for v in (*syn.stride, *syn.padding, *syn.dilation)) > schema.MAX_CONV_GEOMETRY
+            or int(src.shape[0]) * padded[0] * padded[1] > schema.MAX_ELEMENTS):
+        # Not a real network, and such numbers crash torch's conv (SIGFPE) or exhaust memory.
+        raise fail(f"block {block.name!r}: conv stride={syn.stride} padding={syn.padding} "
+                   f"dilation={syn.dilation} is out of proportion to the {tuple(src.shape)} input "
+                   f"of {src.name!r}", f"keep stride/padding/dilation <= {schema.MAX_CONV_GEOMETRY} "
+                   "and the padded input within the element limit; fix the conv geometry")
     co, ci_g, kh, kw = w.shape
     if co != block.shape[0] or ci_g * g != src.shape[0] or co % g:
         raise fail(f"block {block.name!r}: conv weight {w.shape} with groups={g} does not map "

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from loihi_conv.cli import Ctx, guarded, main, write_json
+from loihi_conv.cli import Ctx, check_steps, guarded, main, write_json
 from loihi_conv.commands.options import model_options, pop_recipe, recipe_options
 from loihi_conv.errors import LoihiConvError
 
@@ -29,11 +29,21 @@ def _load_net(path: str):
     return netx_export.load(path)
 
 
-def _dataset_of(qnet, dataset: str | None) -> str:
+def _dataset_of(qnet, dataset: str | None, net: str) -> str:
+    """The dataset to run ``qnet`` on; its images must fit the network's input layer."""
+    from loihi_conv.data import dataset_info
+
     ds = dataset or qnet.meta.get("dataset")
-    if ds is None:
+    if not isinstance(ds, str):  # None, or whatever a foreign file's meta holds
         raise LoihiConvError("the file does not say which dataset it was made for",
                              "pass --dataset mnist|fashion-mnist|digits")
+    image = tuple(dataset_info(ds).input_shape)
+    if image != tuple(qnet.input.shape):
+        made_for = qnet.meta.get("dataset")
+        raise LoihiConvError(f"{net} takes inputs of shape {tuple(qnet.input.shape)} (C,H,W), but {ds} "
+                             f"images are {image}",
+                             f"pass --dataset {made_for}" if made_for and made_for != ds else
+                             "pass the dataset the network was made for with --dataset")
     return ds
 
 
@@ -60,12 +70,14 @@ def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, js
     from loihi_conv import models, pipeline
     from loihi_conv.quantize import report
 
-    if timesteps <= 0:
-        raise LoihiConvError(f"--timesteps {timesteps}: T must be positive", "pass e.g. -T 64")
+    check_steps(timesteps, "--timesteps", "-T 64")
     recipe = pop_recipe(kw)
     ref = models.resolve(model, weights, dataset, progress=not obj.quiet)
     snn, _ = pipeline.convert_model(ref, recipe)
-    qnet = pipeline.quantize_snn(snn, ref, recipe, target, timesteps, force=force)
+    try:
+        qnet = pipeline.quantize_snn(snn, ref, recipe, target, timesteps, force=force)
+    except LoihiConvError as e:  # the Python API's "force=True" is --force here
+        raise LoihiConvError(e.problem, e.fix and e.fix.replace("pass force=True", "pass --force")) from e
     path = netx_export.save(qnet, out)
     rep = report(qnet)
     obj.echo(str(rep))
@@ -94,8 +106,12 @@ def emulate(obj: Ctx, net: str, input_path: str, steps: int, out: str, inject: s
     from loihi_conv.emulate import emulate as run
     from loihi_conv.files import atomic_path
 
+    check_steps(steps, "--steps", "--steps 64")
     qnet = _load_net(net)
     x = _read_npy(input_path)
+    if x.dtype.kind not in "biuf":  # complex, strings, datetimes, structured records
+        raise LoihiConvError(f"input {input_path} has dtype {x.dtype}; Loihi inputs are real integers",
+                             "save an integer array (e.g. numpy.int32) with numpy.save")
     in_shape = tuple(qnet.input.shape)
     lava_shape = tuple(reversed(in_shape))
     if x.shape == lava_shape:  # static
@@ -146,7 +162,7 @@ def run_lava(obj: Ctx, net, dataset, samples, timesteps, hardware, json_out) -> 
     from loihi_conv.readout import encode, scores, steps_for
 
     qnet = _load_net(net)
-    ds = _dataset_of(qnet, dataset)
+    ds = _dataset_of(qnet, dataset, net)
     T = _timesteps_of(qnet, timesteps)
     x, y = pipeline.test_data(ds, samples)
     steps = steps_for(qnet, T)
@@ -166,11 +182,15 @@ def run_lava(obj: Ctx, net, dataset, samples, timesteps, hardware, json_out) -> 
 
 
 def _timesteps_of(qnet, timesteps: int | None) -> int:
-    T = timesteps or qnet.meta.get("timesteps")
-    if not T or int(T) <= 0:
-        raise LoihiConvError("no readout window: the file does not record one and --timesteps is missing"
-                             if not T else f"--timesteps {T}: T must be positive", "pass e.g. --timesteps 64")
-    return int(T)
+    if timesteps is not None:
+        return check_steps(timesteps, "--timesteps", "--timesteps 64")
+    T = qnet.meta.get("timesteps")
+    if T is None:
+        raise LoihiConvError("no readout window: the file does not record one and --timesteps is missing",
+                             "pass e.g. --timesteps 64")
+    if isinstance(T, bool) or not isinstance(T, int):  # meta read from a file may hold anything
+        raise LoihiConvError(f"the file records timesteps={T!r}, not an integer", "pass e.g. --timesteps 64")
+    return check_steps(T, "the file's readout window", "--timesteps 64")
 
 
 @main.command()
@@ -195,7 +215,7 @@ def verify(obj: Ctx, net, dataset, samples, timesteps, json_out) -> None:
     from loihi_conv import pipeline
 
     qnet = _load_net(net)
-    ds = _dataset_of(qnet, dataset)
+    ds = _dataset_of(qnet, dataset, net)
     T = _timesteps_of(qnet, timesteps)
     x, y = pipeline.test_data(ds, samples)
     ver = run_verify(qnet, x, T, progress=_progress(obj, "verify"))

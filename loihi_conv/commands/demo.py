@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from loihi_conv.cli import Ctx, guarded, main, write_json
+from loihi_conv.cli import Ctx, check_steps, guarded, main, write_json
 
 
 @main.command()
@@ -35,6 +35,7 @@ def demo(obj: Ctx, model: str, timesteps: int, samples: int | None, lava_samples
     from loihi_conv.commands.backend import _progress, TARGETS
     from loihi_conv.errors import LoihiConvError
 
+    check_steps(timesteps, "--timesteps", "-T 64")
     chosen = [t.strip() for t in targets.split(",") if t.strip()]
     bad = [t for t in chosen if t not in TARGETS]
     if bad or not chosen:

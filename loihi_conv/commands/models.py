@@ -48,9 +48,10 @@ def evaluate(obj: Ctx, model: str, weights: str | None, dataset: str | None, tim
     """
     from loihi_conv import models, pipeline
 
+    ts = parse_timesteps(timesteps) if timesteps is not None else None  # bad options fail before any work
     recipe = pop_recipe(kw)
     ref = models.resolve(model, weights, dataset, progress=not obj.quiet)
-    ev = pipeline.evaluate(ref, recipe, parse_timesteps(timesteps) if timesteps else None, samples)
+    ev = pipeline.evaluate(ref, recipe, ts, samples)
     obj.echo(ev.table())
     obj.echo(f"conversion {ev.convert_seconds:.1f} s, simulation {ev.simulate_seconds:.1f} s")
     write_json(json_out, dataclasses.asdict(ev))

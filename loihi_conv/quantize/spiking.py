@@ -188,7 +188,30 @@ def readout_candidate(block: FBlock, data: list[SynData], ctx: Context, sigma_s:
                 f"{int(max(u_est, v_est))} over T={ctx.timesteps}, above {int(lim)} "
                 f"((1 - readout_margin) of the 24-bit range); u would wrap",
                 "lower the output scale or timesteps"))
+    if not any(bool(w.any()) for w in weights):  # say why, before the generic "all zero" problem
+        cand.problems.insert(0, _zero_readout_problem(block, data, ctx, sigma_s, bias))
     return cand
+
+
+def _zero_readout_problem(block: FBlock, data: list[SynData], ctx: Context, sigma_s: float,
+                          bias: Tensor | None) -> Problem:
+    """Every readout weight rounds to zero at ``sigma_s``: name the limit that capped the scale
+    (``readout_limit``: the bias summed over the steps run, or the accumulation over T)."""
+    n, steps, opts = block.name, ctx.steps_run, ctx.opts
+    top = max(float(d.wk.abs().max()) for d in data) * sigma_s  # largest weight in integer units
+    if n in opts.scales:
+        cause = f"at the requested output scale {sigma_s:.3g}"
+        fix = "raise the scale for this block"
+    elif bias is not None and float(bias.abs().max()) >= 0.99 * opts.bias_max:
+        cause = (f"its bias (|b| up to {float(block.bias.abs().max()):.3g}, summed over {steps} steps) only "
+                 f"fits bias_max={opts.bias_max} at output scale {sigma_s:.3g}, where")
+        fix = "retrain with a much smaller output bias (or none), or lower timesteps"
+    else:
+        cause = (f"its accumulation over T={ctx.timesteps} only fits the 24-bit state at output scale "
+                 f"{sigma_s:.3g}, where")
+        fix = "lower timesteps"
+    return Problem(f"readout '{n}': {cause} the largest weight is {top:.2g} and every weight rounds to zero",
+                   fix)
 
 
 def readout_limit(block: FBlock, data: list[SynData], ctx: Context) -> float:
