@@ -1,0 +1,45 @@
+"""The Python API in one import, mirroring the CLI step for step.
+
+    from loihi_conv import api
+    ref = api.load_model("mnist_cnn")                       # or "my_net.py:Net", weights=...
+    snn = api.convert(ref.module, api.calibration_data(ref.dataset, api.Recipe()), api.Recipe())
+    res = api.simulate(snn, x, timesteps=(16, 64))          # float SNN
+    qnet = api.quantize(snn, "if-soft", timesteps=64, calib=calib)
+    api.save(qnet, "net.net"); results = api.run_lava("net.net", x_int, steps=68)
+"""
+from loihi_conv.convert import convert
+from loihi_conv.emulate import emulate
+from loihi_conv.models import resolve as load_model
+from loihi_conv.pipeline import calibration_data, evaluate, test_data
+from loihi_conv.quantize import quantize, report
+from loihi_conv.readout import encode, scores, steps_for
+from loihi_conv.recipe import Recipe
+from loihi_conv.simulate import simulate
+
+
+def save(qnet, path, **kw):
+    """Write a NetX file (``netx_export.save``)."""
+    import netx_export
+
+    return netx_export.save(qnet, path, **kw)
+
+
+def load(path):
+    """Read a NetX file, ours or lava-dl's (``netx_export.load``)."""
+    import netx_export
+
+    return netx_export.load(path)
+
+
+def run_lava(net, x_int, steps: int, hardware: bool = False, probes=None):
+    """Run integer inputs (N, *input shape) through Lava one sample at a time, compiling once;
+    returns the list of ``netx_export.LavaResult``."""
+    from netx_export.runner import LavaRunner
+
+    with LavaRunner(net, hardware=hardware) as runner:
+        return [runner.run(x, steps, probes=probes) for x in x_int]
+
+
+__all__ = ["Recipe", "calibration_data", "convert", "emulate", "encode", "evaluate", "load",
+           "load_model", "quantize", "report", "run_lava", "save", "scores", "simulate", "steps_for",
+           "test_data"]
