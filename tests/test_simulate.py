@@ -19,19 +19,7 @@ from loihi_conv.recipe import Recipe
 from loihi_conv.simulate import levels, simulate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tensors here are tiny: intra-op threads only add spin-wait overhead (3-5x on a shared
-    # 2-core machine). Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)  # tests draw random inputs; keep every run identical
+pytestmark = pytest.mark.usefixtures("one_thread", "seeded")  # fixtures in conftest.py
 
 
 # ---- helpers -------------------------------------------------------------------------------
