@@ -179,21 +179,15 @@ class BurstIF(NeuronModel):
         return spikes
 
 
-@register_neuron("if-multibit")
-class MultiBitIF(NeuronModel):
-    """IF with shift-based multi-bit spikes (HPC eq. 14 positive branch, eq. 15), soft reset:
+class _MultiUnit(NeuronModel):
+    """Shared by models whose spikes carry up to ``params["s_max"]`` threshold units (a power of
+    two): the threshold becomes lambda / S_max so the clipping level stays lambda (HPC eq. 16)."""
 
-    ``V' = V(t-1) + z(t)``, ``S(t) = A(floor(V'/theta))`` if ``V' >= theta`` else 0, with
-    ``A(x) = 2^floor(log2(min(x, S_max)))``; ``V(t) = V' - S(t) theta``.
-    Spike values are powers of two up to ``S_max`` (a shift on the receiving side). Representation
-    power ``P = T * S_max`` (HPC eq. 16): ``to_snn`` sets ``theta = lambda / S_max`` so the
-    clipping level stays lambda. ``params["s_max"]`` (power of two, default 2).
-    Deviation: '>=' (as ``if-soft``) where the paper writes '>'.
-    """
+    default_s_max = 1
 
-    @staticmethod
-    def max_units(node: ir.Neuron) -> int:
-        return _int_param(node, "s_max", 2, power_of_two=True)
+    @classmethod
+    def max_units(cls, node: ir.Neuron) -> int:
+        return _int_param(node, "s_max", cls.default_s_max, power_of_two=True)
 
     @classmethod
     def threshold_scale(cls, node: ir.Neuron) -> float:
@@ -204,6 +198,21 @@ class MultiBitIF(NeuronModel):
         state["s_max"] = self.max_units(node)
         return state
 
+
+@register_neuron("if-multibit")
+class MultiBitIF(_MultiUnit):
+    """IF with shift-based multi-bit spikes (HPC eq. 14 positive branch, eq. 15), soft reset:
+
+    ``V' = V(t-1) + z(t)``, ``S(t) = A(floor(V'/theta))`` if ``V' >= theta`` else 0, with
+    ``A(x) = 2^floor(log2(min(x, S_max)))``; ``V(t) = V' - S(t) theta``.
+    Spike values are powers of two up to ``S_max`` (a shift on the receiving side). Representation
+    power ``P = T * S_max`` (HPC eq. 16): ``to_snn`` sets ``theta = lambda / S_max`` so the
+    clipping level stays lambda. ``params["s_max"]`` (power of two, default 2).
+    Deviation: '>=' (as ``if-soft``) where the paper writes '>'.
+    """
+
+    default_s_max = 2
+
     def step(self, state: State, current: Tensor) -> Tensor:
         v, theta, spikes = state["v"], state["theta"], state["spikes"]
         v.add_(current)
@@ -213,7 +222,7 @@ class MultiBitIF(NeuronModel):
 
 
 @register_neuron("if-buffered")
-class BufferedIF(NeuronModel):
+class BufferedIF(_MultiUnit):
     """Buffered non-leaky IF with negative spikes (HPC eq. 12-14):
 
     ``V' = V(t-1) + z(t)``;
@@ -229,17 +238,10 @@ class BufferedIF(NeuronModel):
     ``-theta < V' < 0`` uncancelled).
     """
 
-    @staticmethod
-    def max_units(node: ir.Neuron) -> int:
-        return _int_param(node, "s_max", 1, power_of_two=True)
-
-    @classmethod
-    def threshold_scale(cls, node: ir.Neuron) -> float:
-        return 1.0 / cls.max_units(node)
+    default_s_max = 1
 
     def init_state(self, shape, node, dtype=torch.float32, device=None) -> State:
         state = super().init_state(shape, node, dtype, device)
-        state["s_max"] = self.max_units(node)
         state["buffer"] = torch.zeros(shape, dtype=dtype, device=device)  # V^b / theta (net units sent)
         return state
 
