@@ -22,13 +22,7 @@ NETX = Path(__file__).resolve().parents[1] / ".venv/lib/python3.10/site-packages
 TINY, MNIST, PILOTNET = NETX / "tiny.net", NETX / "mnist.net", NETX / "gts/pilotnet_sdnn/network.net"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one torch thread is faster, and much faster on a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _layers(path: Path) -> list[dict]:

@@ -22,13 +22,7 @@ from loihi_conv.simulate import simulate
 STATE_MAX = 2 ** 23 - 1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many small tensor ops: one intra-op thread avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ---- graph builders -----------------------------------------------------------------------------

@@ -21,15 +21,6 @@ def tmp_cache(monkeypatch, tmp_path):
     return tmp_path / "cache"
 
 
-@pytest.fixture
-def one_thread():
-    """digits_cnn is tiny: one thread is faster, and it avoids thread spin on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- definitions
 @pytest.mark.parametrize("name", list(zoo.ZOO))
 def test_zoo_models_are_convertible_shapes(name):
