@@ -204,13 +204,17 @@ class DenseRunner:
         ``finish`` wraps once they are summed per arrival step (the ring buffer's sum)."""
         s = s.reshape(s.shape[0], -1)
         if self.depth == 1:
-            op = self.ops[0]
-            y = op(s, max_abs)
-            if op.bound(max_abs) >= DENSE_WRAP:
-                y = wrap32(y).to(torch.int32)
-            return {0: y.reshape(-1, *self.dst_shape)}
+            return {0: self._undelayed(s, max_abs)}
         return {d: op(s, max_abs).to(torch.int64).reshape(-1, *self.dst_shape)
                 for d, op in self.ops.items()}
+
+    def _undelayed(self, s: torch.Tensor, max_abs: int) -> torch.Tensor:
+        """W·s of a synapse without delays, wrapped like Lava's int32 channel when it can overflow."""
+        op = self.ops[0]
+        y = op(s, max_abs)
+        if op.bound(max_abs) >= DENSE_WRAP:
+            y = wrap32(y).to(torch.int32)
+        return y.reshape(-1, *self.dst_shape)
 
     @staticmethod
     def finish(acc: torch.Tensor) -> torch.Tensor:
@@ -221,11 +225,7 @@ class DenseRunner:
         """Accumulate W·s(t); must follow ``send`` of the same step."""
         s = s.reshape(s.shape[0], -1)
         if self.depth == 1:
-            op = self.ops[0]
-            y = op(s, max_abs)
-            if op.bound(max_abs) >= DENSE_WRAP:
-                y = wrap32(y).to(torch.int32)
-            self.buf = y.reshape(-1, *self.dst_shape)
+            self.buf = self._undelayed(s, max_abs)
             return
         for d, op in self.ops.items():
             self.ring[(self.ptr + 1 + d) % self.depth] += op(s, max_abs).to(torch.int64)
