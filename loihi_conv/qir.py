@@ -67,11 +67,18 @@ class Readout:
 @dataclass(eq=False)
 class SoftIF:
     """Integrate-and-fire with reset by subtraction and per-channel thresholds (loihi-conv
-    extension; a custom Lava process). ``vth`` and ``v_init`` are (C,) ints in state units."""
+    extension; a custom Lava process). ``vth`` and ``v_init`` are (C,) ints in state units.
+
+    ``mode`` names the float model whose spike payload it reproduces (docs/architecture.md):
+    'if-soft' (binary spikes, the default), 'if-burst', 'if-multibit', 'if-buffered' (graded
+    spikes carrying n threshold units, signed for 'if-buffered'); ``max_units`` is the largest
+    |n| per step (Γ for burst, S_max for multi-bit/buffered; 1 for 'if-soft')."""
     vth: np.ndarray
     v_init: np.ndarray | None = None
     bias_exp: int = 6
     params: dict[str, Any] = field(default_factory=dict)
+    mode: str = "if-soft"
+    max_units: int = 1
 
 
 @dataclass(eq=False)

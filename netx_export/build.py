@@ -7,7 +7,9 @@ Two engines:
   synapses with exactly the integer weights of the QNetwork (dense: mantissa, weight_exp and
   sign mode chosen by ``weights.lava_dense_encoding``), LIF / SoftIF / Delta / SigmaDelta /
   Sigma neurons, and several synapses into one ``a_in`` for fan-in (Lava sums an InPort's
-  incoming connections, magma/core/model/py/ports.py:333-351).
+  incoming connections, magma/core/model/py/ports.py:333-351). A synapse fed by a graded
+  neuron (SDNN, or SoftIF in a burst/multi-bit/buffered mode) gets ``num_message_bits > 0``
+  (``MESSAGE_BITS``), so Lava applies ``W · payload`` instead of casting spikes to bool.
 
 Layouts: QNetwork arrays are PyTorch order; every Lava process gets Lava order (W,H,C) via
 ``loihi_conv.layout``. ``LavaBlock.shape`` stays PyTorch order.
@@ -183,7 +185,8 @@ def _softif(neuron: qir.SoftIF, block: qir.Block):
     bias = _bias_whc(block)
     return SoftIF(shape=_whc(block.shape), vth=np.asarray(neuron.vth, np.int64),
                   v_init=0 if neuron.v_init is None else np.asarray(neuron.v_init, np.int64),
-                  bias=0 if bias is None else bias, bias_exp=int(neuron.bias_exp))
+                  bias=0 if bias is None else bias, bias_exp=int(neuron.bias_exp),
+                  mode=str(neuron.mode), max_units=int(neuron.max_units))
 
 
 def _delta(neuron: qir.Delta, block: qir.Block):
@@ -211,9 +214,20 @@ def _sigma(neuron: qir.Sigma, block: qir.Block):
 
 NEURON_BUILDERS = {qir.Cuba: _lif, qir.Readout: _lif, qir.SoftIF: _softif, qir.Delta: _delta,
                    qir.SigmaDelta: _sigma_delta, qir.Sigma: _sigma}
-# Output payload bits (netx: LIF 0 = binary spikes, SDNN 16); input ints use the caller's value.
-MESSAGE_BITS = {qir.Cuba: 0, qir.Readout: 0, qir.SoftIF: 0, qir.Delta: 16,
-                qir.SigmaDelta: 16, qir.Sigma: 16}
+
+
+def _softif_bits(neuron: qir.SoftIF) -> int:
+    """0 for binary SoftIF spikes; the graded payload's width for burst/multi-bit/buffered."""
+    from netx_export.procs.softif import message_bits
+
+    return message_bits(str(neuron.mode), int(neuron.max_units))
+
+
+# Output payload bits of a neuron (netx: LIF 0 = binary spikes, SDNN 16): the receiving
+# synapse's num_message_bits (> 0: graded, W·s; 0: binary, s cast to bool). Input ints use the
+# caller's value.
+MESSAGE_BITS = {qir.Cuba: lambda n: 0, qir.Readout: lambda n: 0, qir.SoftIF: _softif_bits,
+                qir.Delta: lambda n: 16, qir.SigmaDelta: lambda n: 16, qir.Sigma: lambda n: 16}
 
 
 def _conv(syn: qir.ConvSyn, src: qir.Block, bits: int):
@@ -257,7 +271,8 @@ def _build_own(qnet: qir.QNetwork, path: Path | None, input_message_bits: int) -
         for syn in block.synapses:
             src = qnet[syn.source]
             src_lava = blocks[syn.source]
-            bits = input_message_bits if src.neuron is None else MESSAGE_BITS[type(src.neuron)]
+            bits = input_message_bits if src.neuron is None else \
+                MESSAGE_BITS[type(src.neuron)](src.neuron)
             proc = SYNAPSE_BUILDERS[type(syn)](syn, src, bits)
             flat = SYNAPSE_FLATTENS[type(syn)] and len(src.shape) == 3
             if src_lava.neuron is None:

@@ -196,13 +196,14 @@ def _pair(g: h5py.Group, key: str, where: str, default: int) -> tuple[int, int]:
     return (int(a[0]), int(a[1]))
 
 
-def _type(g: h5py.Group, where: str) -> str:
-    if "type" not in g or not isinstance(g["type"], h5py.Dataset):
-        raise _err(f"{where}: missing 'type'")
+def _type(g: h5py.Group, where: str, key: str = "type") -> str:
+    """A string dataset (``type``, or another key such as SOFTIF's ``spikeMode``)."""
+    if key not in g or not isinstance(g[key], h5py.Dataset):
+        raise _err(f"{where}: missing '{key}'")
     try:
-        return schema.decode_str(g["type"][()])
+        return schema.decode_str(g[key][()])
     except (ValueError, UnicodeDecodeError) as e:
-        raise _err(f"{where}: unreadable 'type' ({e})") from e
+        raise _err(f"{where}: unreadable '{key}' ({e})") from e
 
 
 # ---- parsing --------------------------------------------------------------------------------
@@ -445,10 +446,15 @@ def _read_explicit(cls):
 
 def _read_softif(n, block, is_input, ctx, w):
     params = json.loads(_attr_str(n.attrs["params"])) if "params" in n.attrs else {}
+    graded = "spikeMode" in n  # absent: binary spikes (files from before graded SoftIF)
+    if graded != ("maxUnits" in n):
+        raise _err(f"{w}: SOFTIF needs both 'spikeMode' and 'maxUnits', or neither")
     return qir.SoftIF(vth=_ints(n, "vThMant", w).reshape(-1),
                       v_init=_ints(n, "vInit", w).reshape(-1) if "vInit" in n else None,
                       bias_exp=_scalar(n, "biasExp", w) if "biasExp" in n else 6,
-                      params=params)
+                      params=params,
+                      mode=_type(n, w, key="spikeMode") if graded else schema.SOFTIF_DEFAULT_MODE,
+                      max_units=_scalar(n, "maxUnits", w) if graded else 1)
 
 
 _NEURON_READERS = {

@@ -39,9 +39,18 @@ STATE_NAMES = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"), qir.SoftIF: ("v",)
                qir.Delta: ("act", "residue"), qir.SigmaDelta: ("sigma", "act", "residue"),
                qir.Sigma: ("sigma",)}
 # Vars zeroed between samples (SoftIF's v restarts at v_init << 6 instead, see RESTART).
-RESET_VARS = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"), qir.SoftIF: (),
+RESET_VARS = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"), qir.SoftIF: ("vb",),
               qir.Delta: ("act", "residue", "sigma", "error"),
               qir.SigmaDelta: ("sigma", "act", "residue", "error"), qir.Sigma: ("sigma",)}
+
+
+def state_names(neuron) -> tuple[str, ...]:
+    """Probe-able states of a block's neuron: STATE_NAMES, plus the buffer V^b of a buffered
+    SoftIF (every SoftIF process has the Var; only the buffered mode uses it)."""
+    extra = ("vb",) if getattr(neuron, "mode", None) == "if-buffered" else ()
+    return STATE_NAMES.get(type(neuron), ()) + extra
+
+
 BIAS_VARS = {qir.Cuba: "bias_mant", qir.Readout: "bias_mant", qir.SoftIF: "bias_mant"}
 SYNAPSE_BUFFERS = ("a_buff", "a_buf")  # Dense/DelayDense, Conv
 INJECT = ("a_in", "bias")
@@ -288,7 +297,7 @@ class LavaRunner:
         for block in self.qnet.blocks:
             if block.name not in wanted:
                 continue
-            avail = STATE_NAMES.get(type(block.neuron), ())
+            avail = state_names(block.neuron)
             for s in wanted.pop(block.name) or avail:
                 if s not in avail:
                     raise LoihiConvError(f"block {block.name!r} has no state {s!r}",

@@ -38,6 +38,12 @@ MAX_ELEMENTS = 10**8  # per dataset; anything bigger is not a network we can bui
 MAX_LAYERS = 10_000
 MAX_CONV_GEOMETRY = 2**16  # stride/padding/dilation; torch's conv dies with SIGFPE from 2^32 on
 VTH_MAX = 131071  # 17-bit unsigned vThMant (lif/models.py docstring)
+# SoftIF payload modes (qir.SoftIF.mode; extension keys spikeMode/maxUnits): mode -> whether
+# max_units must be a power of two (multi-bit spikes are shifts, HPC eq. 15). 'if-soft' is the
+# binary default and is never written, so files from before graded spikes read unchanged.
+SOFTIF_MODES = {"if-soft": False, "if-burst": False, "if-multibit": True, "if-buffered": True}
+SOFTIF_DEFAULT_MODE = "if-soft"
+MAX_UNITS = 127  # largest |payload| per step: every graded SoftIF message fits a signed byte
 NETX_READOUT_VTH = 131072  # netx's default dense neuron: 1 << 18 - 1 (operator precedence)
 DECAY_MAX = 4096
 DELAY_MAX = 62  # netx clamps to 62 (hdf5.py:427-430)

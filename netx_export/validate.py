@@ -177,6 +177,10 @@ def _(neuron: qir.Sigma, block, fail) -> None:
 
 @_check_neuron_shape.register
 def _(neuron: qir.SoftIF, block, fail) -> None:
+    mode = neuron.mode
+    if not isinstance(mode, str) or mode not in schema.SOFTIF_MODES:
+        raise fail(f"block {block.name!r}: SoftIF mode {mode!r} is unknown",
+                   f"use one of {', '.join(schema.SOFTIF_MODES)}")
     c = channels(block.shape)
     for what, arr in (("vth", neuron.vth), ("v_init", neuron.v_init)):
         if arr is not None and _ints(arr, f"SoftIF {what} of {block.name!r}", fail).shape != (c,):
@@ -242,11 +246,28 @@ def _(neuron: qir.SoftIF, block, fail, warn) -> None:
         _range(neuron.v_init, -(schema.STATE_MAX >> 6), schema.STATE_MAX >> 6,
                f"block {n!r}: SoftIF v_init", "v_init<<6 must fit the 24-bit state", fail)
     _range(neuron.bias_exp, 0, 16, f"block {n!r}: SoftIF bias_exp", "use 0..16", fail)
+    _softif_units(neuron, n, fail)
     if block.bias is not None:
         lim = schema.STATE_MAX >> int(neuron.bias_exp)
         _range(block.bias, -lim, lim, f"block {n!r}: SoftIF bias",
                "bias<<bias_exp must fit the 24-bit state; lower the bias scale", fail)
         _hw_warn(block.bias, 4095, f"block {n!r}: bias mantissa (13-bit signed)", warn)
+
+
+def _softif_units(neuron: qir.SoftIF, n: str, fail: Fail) -> None:
+    """The payload bound: 1 for binary 'if-soft'; 1..MAX_UNITS for graded modes, a power of two
+    where the float model's spikes are shifts (multi-bit, buffered; HPC eq. 15)."""
+    mode, units = neuron.mode, neuron.max_units
+    if isinstance(units, bool) or not isinstance(units, (int, np.integer)):
+        raise fail(f"block {n!r}: SoftIF max_units {units!r} is not an int",
+                   "give the largest payload per step as an int")
+    hi = 1 if mode == schema.SOFTIF_DEFAULT_MODE else schema.MAX_UNITS
+    _range(units, 1, hi, f"block {n!r}: SoftIF max_units ({mode})",
+           "binary 'if-soft' sends 1 unit; graded modes at most "
+           f"{schema.MAX_UNITS} (a signed 8-bit payload)", fail)
+    if schema.SOFTIF_MODES[mode] and units & (units - 1):
+        raise fail(f"block {n!r}: SoftIF max_units {int(units)} of mode {mode!r} is not a "
+                   "power of two", "multi-bit payloads are shifts: use S_max = 1, 2, 4, ...")
 
 
 def _sdnn_ranges(neuron, block, fail, warn) -> None:

@@ -223,13 +223,17 @@ def _(neuron: qir.Sigma, g, block, is_input) -> None:
 
 @_write_neuron.register
 def _(neuron: qir.SoftIF, g, block, is_input) -> None:
-    """Extension: per-channel vThMant and vInit, bias exponent, free-form params as JSON."""
+    """Extension: per-channel vThMant and vInit, bias exponent, the graded payload mode and its
+    largest payload (only when not the binary default), free-form params as JSON."""
     n = g.create_group("neuron")
     n["type"] = schema.type_array("SOFTIF")
     n["vThMant"] = schema.int_array(neuron.vth)
     if neuron.v_init is not None:
         n["vInit"] = schema.int_array(neuron.v_init)
     n["biasExp"] = schema.int_array(neuron.bias_exp)
+    if neuron.mode != schema.SOFTIF_DEFAULT_MODE:  # graded payloads; absent = binary 'if-soft'
+        n["spikeMode"] = schema.type_array(neuron.mode)
+        n["maxUnits"] = schema.int_array(neuron.max_units)
     if neuron.params:
         n.attrs["params"] = schema.to_json(neuron.params)
 

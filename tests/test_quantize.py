@@ -590,3 +590,16 @@ def test_report_flags_forced_overflow_and_reset_approximation():
     assert "model-approx" in rep["n1"].flags
     assert any("reset-to-zero" in n for n in rep.notes)
     assert any(f.startswith(("overflow:u", "wrap-risk:u")) for f in rep["fc"].flags)
+
+
+@pytest.mark.parametrize("param,fix", [("clamp_steps", "clamp_delay=0"), ("v0", "acp_granularity='channel'")])
+def test_float_only_neuron_params_are_refused_by_exact_targets_and_flagged_by_cuba(param, fix):
+    graph = mlp()
+    n0 = graph["n0"]
+    value = 3 if param == "clamp_steps" else torch.full(n0.shape, 0.1)
+    graph.replace("n0", ir.clone_node(n0, params={**n0.params, param: value}))
+    with pytest.raises(LoihiConvError, match=f"block 'n0'.*cannot run it exactly") as err:
+        quantize(graph, "if-soft", timesteps=16)
+    assert fix in str(err.value)
+    cuba = quantize(graph, "cuba", timesteps=16)  # reset-to-zero target: dropped, and said so
+    assert "params-dropped" in cuba.meta["layers"]["n0"]["flags"]

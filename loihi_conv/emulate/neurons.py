@@ -165,17 +165,49 @@ class Lif:
         return {"u": self.u, "v": self.v}
 
 
+def largest_power_of_two(max_units: int) -> torch.Tensor:
+    """Lookup table ``A[k]`` for k = 0..max_units: the largest power of two <= k, A[0] = 0
+    (HPC eq. 15 on integers; exact, unlike a float log2)."""
+    k = torch.arange(max_units + 1, dtype=torch.int64)
+    a = torch.zeros_like(k)
+    for j in range(max_units.bit_length()):
+        a = torch.where(k >= (1 << j), torch.full_like(k, 1 << j), a)
+    return a
+
+
+def _burst(r: "SoftIFRunner", q: torch.Tensor) -> torch.Tensor:
+    """if-burst (neurons.BurstIF): ``n = clip(floor(v / vth6), 0, Γ)``."""
+    return q.clamp_(0, r.max_units)
+
+
+def _multibit(r: "SoftIFRunner", q: torch.Tensor) -> torch.Tensor:
+    """if-multibit (HPC eq. 14 positive branch, eq. 15): ``n = A(clip(floor(v / vth6), 0, S_max))``."""
+    return r.table[q.clamp_(0, r.max_units)]
+
+
+def _buffered(r: "SoftIFRunner", q: torch.Tensor) -> torch.Tensor:
+    """if-buffered (HPC eq. 12-14): ``n = A(clip(q, 0, S)) - A(clip(min(-q, vb), 0, S))`` with
+    ``q = floor(v / vth6)`` (so ``-q = ceil(-v / vth6)``), then ``vb += n`` (vb: net units sent)."""
+    neg = r.table[torch.minimum(q.neg(), r.vb).clamp_(0, r.max_units)]
+    n = r.table[q.clamp_(0, r.max_units)].sub_(neg)
+    r.vb.add_(n)
+    return n
+
+
+# Graded payload rules of qir.SoftIF.mode (the binary 'if-soft' has its own fast path).
+PAYLOADS = {"if-burst": _burst, "if-multibit": _multibit, "if-buffered": _buffered}
+
+
 class SoftIFRunner:
     """loihi-conv SoftIF (docs/architecture.md "Fixed-point semantics"): reset by subtraction.
 
-    ``v = clip(v + (a << 6) + (bias << bias_exp), +-(2^23-1)); s = v >= vth << 6;
-    v -= s * (vth << 6)``, ``v(0) = v_init << 6``; exact integer arithmetic (no int16/int32
-    wraps inside the neuron; ``a`` is the int32 InPort sum like for every Lava neuron).
+    ``v = clip(v + (a << 6) + (bias << bias_exp), +-(2^23-1))``; the payload n is
+    ``v >= vth << 6`` (mode 'if-soft', 0/1) or a graded rule of ``q = floor(v / (vth << 6))``
+    (``PAYLOADS``: burst, multi-bit, buffered with negative spikes); ``v -= n * (vth << 6)``,
+    ``v(0) = v_init << 6``; exact integer arithmetic (no int16/int32 wraps inside the neuron;
+    ``a`` is the int32 InPort sum like for every Lava neuron). Messages: uint8 0/1 for 'if-soft'
+    (``binary``), else the int32 payload n in [-max_units, max_units] (graded spikes).
     """
-
-    binary = True
-    msg_bound = 1
-    state_names = ("v",)
 
     def __init__(self, neuron: SoftIF, block: Block):
         self.shape = tuple(block.shape)
@@ -185,11 +217,26 @@ class SoftIFRunner:
         v_init = neuron.v_init if neuron.v_init is not None else 0
         self.v0 = per_channel(v_init, self.shape, f"block '{block.name}' v_init") << 6
         self.bias = block.bias
+        self.mode, self.max_units = str(neuron.mode), int(neuron.max_units)
+        known = self.mode == "if-soft" or self.mode in PAYLOADS
+        units_ok = self.max_units == 1 if self.mode == "if-soft" else self.max_units >= 1
+        if not known or not units_ok:
+            raise LoihiConvError(f"block '{block.name}': SoftIF mode={self.mode!r} with "
+                                 f"max_units={self.max_units} is not supported",
+                                 "use mode 'if-soft' (max_units 1) or one of "
+                                 f"{sorted(PAYLOADS)} with max_units >= 1")
+        if self.mode != "if-soft" and bool(torch.any(self.vth6 <= 0)):
+            raise LoihiConvError(f"block '{block.name}': graded SoftIF needs vth >= 1",
+                                 "requantize the block (thresholds are at least 1)")
+        self.binary = self.mode == "if-soft"
+        self.msg_bound = self.max_units
+        self.state_names = ("v", "vb") if self.mode == "if-buffered" else ("v",)
 
     def reset(self, batch: int, a_bound: int, bias=None) -> None:
         mant = bias if bias is not None else (self.bias if self.bias is not None else 0)
         bias_eff = shift(per_channel(mant, self.shape, f"block '{self.name}' bias"), self.bias_exp)
-        # |v| <= max(2^23, |v0|) + max vth6 after a reset; every sum stays < 2^31 in int32 when:
+        # |v| <= max(2^23, |v0|) + max vth6 after a reset; every sum stays < 2^31 in int32 when
+        # the bound holds (a graded reset subtracts n*vth6 <= v, moving v toward [0, vth6)):
         bound = max(UV, abs_bound(self.v0)) + abs_bound(self.vth6) + 64 * a_bound \
             + abs_bound(bias_eff)
         self.dtype = torch.int32 if bound < 2 ** 31 else torch.int64
@@ -199,6 +246,8 @@ class SoftIFRunner:
         self.vth_m1 = dense_param(self.vth6.to(self.dtype) - 1, self.shape)
         self.v = zeros(batch, self.shape, self.dtype).add_(self.v0)
         self._d = torch.empty_like(self.v)
+        self.table = largest_power_of_two(self.max_units).to(self.dtype)
+        self.vb = torch.zeros_like(self.v)  # buffer V^b / theta (if-buffered; else stays 0)
 
     def step(self, a: torch.Tensor) -> torch.Tensor:
         """In place; exact because ``reset`` chose a dtype in which no sum can overflow."""
@@ -207,6 +256,8 @@ class SoftIFRunner:
         if self.has_bias:
             v.add_(self.bias_eff)
         v.clamp_(-(UV - 1), UV - 1)
+        if not self.binary:
+            return self._graded()
         # s = (v >= vth) as 0/1 ints (see Lif): clamp(v - (vth - 1), 0, 1); no overflow by the
         # dtype bound of ``reset`` (|v| + |vth| + 1 <= 2^23 + |vth| < 2^31).
         d = self._d
@@ -217,9 +268,19 @@ class SoftIFRunner:
             v.addcmul_(d, self.vth, value=-1)
         return d.to(torch.uint8)
 
+    def _graded(self) -> torch.Tensor:
+        """Payload n of the mode's rule, then ``v -= n * vth6``; |n * vth6| <= |v| < 2^23."""
+        v = self.v
+        n = PAYLOADS[self.mode](self, torch.div(v, self.vth, rounding_mode="floor"))
+        if isinstance(self.vth, int):
+            v.add_(n, alpha=-self.vth)
+        else:
+            v.addcmul_(n, self.vth, value=-1)
+        return n.to(torch.int32)
+
     def states(self) -> dict[str, torch.Tensor]:
         """Live state tensors (mutated in place by the next step: copy to keep)."""
-        return {"v": self.v}
+        return {"v": self.v, "vb": self.vb} if self.mode == "if-buffered" else {"v": self.v}
 
 
 def _sdn_scale(vth: int, spike_exp: int, state_exp: int, name: str) -> tuple[int, int]:

@@ -176,14 +176,19 @@ def _(neuron: qir.Cuba, block, a_step, a_acc, steps, in_rng):
 
 @_worst.register
 def _(neuron: qir.SoftIF, block, a_step, a_acc, steps, in_rng):
-    """v < vth<<6 after a spike unless one step's input exceeds vth (then it grows by the excess)."""
+    """v < vth<<6 after a spike unless one step's input exceeds what one message can carry
+    (max_units * vth; then it grows by the excess). Graded modes send up to U = max_units units
+    per step, a buffered neuron also -U (docs/targets.md §3.1)."""
     (alo, ahi), (blo, bhi) = a_step, _bias_range(block)
+    units = int(getattr(neuron, "max_units", 1))
     vth = np.asarray(neuron.vth, dtype=np.float64)
     v0 = np.zeros_like(vth) if neuron.v_init is None else np.asarray(neuron.v_init, dtype=np.float64)
     inc = ahi + bhi
-    hi = 64 * (np.maximum(vth, v0) + np.maximum(inc, 0) + steps * np.maximum(inc - vth, 0))
+    hi = 64 * (np.maximum(units * vth, v0) + np.maximum(inc, 0) + steps * np.maximum(inc - units * vth, 0))
     lo = 64 * (np.minimum(v0, 0) + steps * np.minimum(alo + blo, 0))
-    return [StateRange("v", int(lo.min()), int(hi.max()), STATE_MAX, "saturate")], Msg((0, 1), (0, steps))
+    low = -units if getattr(neuron, "mode", "") == "if-buffered" else 0
+    return ([StateRange("v", int(lo.min()), int(hi.max()), STATE_MAX, "saturate")],
+            Msg((low, units), (low * steps, units * steps)))
 
 
 @_worst.register

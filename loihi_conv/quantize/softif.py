@@ -7,6 +7,14 @@ round(v_init[o] vth[o])``. Dividing the SoftIF update ``v += (a << 6) + (bias <<
 (Rueckauer et al. 2016, eq. 4b) up to rounding, so spike trains match the float SNN as long as
 no state saturates. sigma is the grid point in [sigma_max/2, sigma_max] with the smallest
 threshold-normalized pre-activation error (``common.relative_error``).
+
+Graded spikes: the float models ``if-burst``, ``if-multibit`` and ``if-buffered`` send n
+threshold units per step (``loihi_conv.neurons``); ``qir.SoftIF(mode=model, max_units=U)``
+computes the same n from ``q = floor(v / (vth << 6))`` in integers and sends it as a graded
+spike, so the next layer's ``a = sum W_int n`` is the float ``sum W (n theta)`` times sigma: the
+weights keep ``W theta sigma`` per unit. The search accounts for the larger payload: sources
+send up to U units per step ([-U, U] for negative spikes), a neuron holds up to ``U vth`` before
+it sends them, and the rate metric clips at U thresholds (``spiking.message_range``).
 """
 from __future__ import annotations
 
@@ -15,15 +23,19 @@ import torch
 
 from loihi_conv import qir
 
-from .common import DT, Context, geometric_grid, register_target
+from .common import DT, Context, Problem, geometric_grid, register_target
 from .fold import FBlock
-from .spiking import hidden_candidate, quantize_spiking
+from .spiking import hidden_candidate, message_range, quantize_spiking
+
+
+MAX_UNITS = 127  # largest graded payload per step (netx_export.schema.MAX_UNITS)
 
 
 class SoftIFRule:
-    """One sigma per layer; per-channel vth = round(theta sigma) (module doc)."""
+    """One sigma per layer; per-channel vth = round(theta sigma) (module doc). Every float model
+    maps to the SoftIF mode of the same name (binary 'if-soft', graded others)."""
     name = "if-soft"
-    models = {"if-soft": "exact"}
+    models = {"if-soft": "exact", "if-burst": "exact", "if-multibit": "exact", "if-buffered": "exact"}
 
     def scales(self, block: FBlock, data, limit: torch.Tensor, opts) -> tuple[list, list]:
         top = float(limit.min())
@@ -38,9 +50,16 @@ class SoftIFRule:
         v_init = None
         if v0 is not None and bool((v0 != 0).any()):
             v_init = torch.round(v0.to(DT).flatten().expand(block.channels) * vth)
+        units = message_range(block)[1]
         neuron = qir.SoftIF(vth=_ints(vth), v_init=None if v_init is None else _ints(v_init),
-                            bias_exp=6, params=dict(block.neuron.params or {}))
-        cand = hidden_candidate(block, data, opts, scale, sigma, vth, neuron)
+                            bias_exp=6, params=dict(block.neuron.params or {}),
+                            mode=block.neuron.model, max_units=units)
+        cand = hidden_candidate(block, data, opts, scale, sigma, vth, neuron, units)
+        if units > MAX_UNITS:
+            cand.problems.append(Problem(
+                f"block '{block.name}': {block.neuron.model} sends up to {units} threshold units per "
+                f"step; graded SoftIF payloads are at most {MAX_UNITS} (a signed 8-bit message)",
+                f"lower the neuron's burst / s_max parameter to <= {MAX_UNITS}"))
         clamped = theta * scale < 0.5
         err = ((vth / sigma) / theta - 1).abs()[~clamped]
         cand.info["threshold_rel_error"] = float(err.max()) if err.numel() else 0.0  # clamped ones: flagged

@@ -23,11 +23,12 @@ import torch
 
 from loihi_conv import qir
 from loihi_conv.errors import LoihiConvError
+from loihi_conv.neurons import max_units
 
 from .common import (A_SHIFT, STATE_MAX, VTH_MAX, Candidate, Context, Problem, SynData, clipped_channels,
                      dense_problems, enforce, geometric_grid, int_weight, jsonable, kappa_weight, layer_meta,
                      per_channel_max, search, step_range, to_qsyn, with_weight, _np)
-from .fold import DT, FBlock, apply_syn, channel_view, forward
+from .fold import DT, FBlock, apply_syn, block_input, channel_view
 
 Tensor = torch.Tensor
 STEP_LIMIT = STATE_MAX >> A_SHIFT  # |a| and vth + a + bias per step must stay below this
@@ -58,10 +59,12 @@ class HiddenRule(Protocol):
 
 
 # ---- limits ---------------------------------------------------------------------------------
-def sigma_limits(block: FBlock, data: list[SynData], opts, theta: Tensor | None) -> Tensor:
+def sigma_limits(block: FBlock, data: list[SynData], opts, theta: Tensor | None, units: int = 1) -> Tensor:
     """Per output channel, the largest sigma_o meeting every hard limit in float (before rounding):
     |W kappa sigma| <= weight_max, |b sigma| <= bias_max, theta sigma <= 131071 and, for one step
-    of worst-case input, 64 (theta + A+ + b+) sigma <= 2^23-1 and 64 max(A+, -A-) sigma <= 2^23-1."""
+    of worst-case input, 64 (U theta + A+ + b+) sigma <= 2^23-1 and 64 max(A+, -A-) sigma <= 2^23-1.
+    ``units`` U: the largest payload per step (threshold units): a graded neuron holds up to U
+    thresholds before it sends them. A+/A- use the sources' message ranges (graded: up to U_src)."""
     co = block.channels
     inf = torch.full((co,), math.inf, dtype=DT)
     wabs = torch.stack([d.wk.abs().reshape(co, -1).amax(1) for d in data]).amax(0)
@@ -75,7 +78,7 @@ def sigma_limits(block: FBlock, data: list[SynData], opts, theta: Tensor | None)
     lims.append(_div(STEP_LIMIT, torch.maximum(a_hi, -a_lo)))
     if theta is not None:
         lims.append(_div(VTH_MAX, theta))
-        lims.append(_div(STEP_LIMIT, theta + a_hi.clamp(min=0) + b_hi))
+        lims.append(_div(STEP_LIMIT, units * theta + a_hi.clamp(min=0) + b_hi))
     out = inf
     for lim in lims:
         out = torch.minimum(out, lim)
@@ -101,13 +104,15 @@ def _a_range(weights: list[Tensor], data: list[SynData]) -> tuple[Tensor, Tensor
 
 
 def hidden_candidate(block: FBlock, data: list[SynData], opts, scale: Any, sigma: Tensor,
-                     vth: Tensor, neuron: Any) -> Candidate:
+                     vth: Tensor, neuron: Any, units: int = 1) -> Candidate:
     """Integer weights/bias at per-channel ``sigma`` (Co,), threshold ints ``vth`` (Co,), checked
-    against the hard limits (weights, NetX dense rule, bias, vth, one worst-case step)."""
+    against the hard limits (weights, NetX dense rule, bias, vth, one worst-case step).
+    ``units``: the largest payload per step in thresholds (graded spikes): the rate metric clips
+    at ``units`` thresholds and the state must hold ``units * vth`` before sending them."""
     weights = [int_weight(d.wk, sigma, opts) for d in data]
     bias = None if block.bias is None else torch.round(block.bias * _bias_sigma(block, sigma))
-    cand = Candidate(scale, sigma, weights, bias, neuron, norm_int=vth, norm=block.threshold, bias_a=bias,
-                     act="rate")
+    cand = Candidate(scale, sigma, weights, bias, neuron, norm_int=vth * units, norm=block.threshold * units,
+                     bias_a=bias, act="rate")
     cand.problems = _weight_bias_problems(block, data, weights, bias, opts)
     rows = clipped_channels([d.wk for d in data], sigma, opts)
     n = block.name
@@ -120,7 +125,7 @@ def hidden_candidate(block: FBlock, data: list[SynData], opts, scale: Any, sigma
                                      "lower this layer's scale"))
     a_lo, a_hi = _a_range(weights, data)
     b_hi = per_channel_max(bias, block.shape).clamp(min=0) if bias is not None else 0
-    peak = int(((vth + a_hi + b_hi) * 64).max())
+    peak = int(((units * vth + a_hi + b_hi) * 64).max())
     swing = int(64 * max(float(a_hi.max()), -float(a_lo.min())))
     if peak > STATE_MAX or swing > STATE_MAX:
         cand.problems.append(Problem(
@@ -239,13 +244,42 @@ def _safe(num: float, den: float) -> float:
 
 
 # ---- the driver -----------------------------------------------------------------------------
+# Float neuron models (loihi_conv.neurons) whose spikes can be negative (HPC eq. 13-14).
+NEGATIVE_SPIKES = ("if-buffered",)
+
+
+def message_range(block: FBlock) -> tuple[int, int]:
+    """Per-step payload range of a hidden population in threshold units: [0, U] with
+    U = ``neurons.max_units`` (1 for unit spikes, Γ for burst, S_max for multi-bit), [-U, U] for
+    models with negative spikes."""
+    u = max_units(block.neuron)
+    return (-u if block.neuron.model in NEGATIVE_SPIKES else 0, u)
+
+
+def rate_forward(blocks: list[FBlock], x: Tensor) -> dict[str, Tensor]:
+    """``fold.forward(clip=True)`` with each hidden block clipped at its rate ceiling U theta
+    (the largest activation its spikes carry: theta for unit spikes, Γ theta for burst, S_max
+    theta = lambda for multi-bit). float64, (N, *shape) per block."""
+    vals = {blocks[0].name: x.to(DT)}
+    for b in blocks[1:]:
+        z = block_input(b, vals)
+        if b.role == "hidden":
+            top = channel_view(b.threshold * message_range(b)[1], b.shape).unsqueeze(0)
+            z = torch.minimum(z.clamp(min=0), top)
+        vals[b.name] = z
+    return vals
+
+
 def sources(ctx: Context) -> dict[str, Source]:
-    """Hidden populations as sources: kappa = theta, messages = ANN rates act/theta in [0, 1]."""
-    vals = forward(ctx.blocks, ctx.x, clip=True)
+    """Hidden populations as sources: kappa = theta, messages = ANN rates act/theta in [0, U]
+    (threshold units per step; per-step range ``message_range``)."""
+    vals = rate_forward(ctx.blocks, ctx.x)
     out = {}
     for b in ctx.blocks[1:-1]:
         th = b.threshold
-        out[b.name] = Source(th, vals[b.name], vals[b.name] / channel_view(th, b.shape).unsqueeze(0), 0.0, 1.0)
+        lo, hi = message_range(b)
+        out[b.name] = Source(th, vals[b.name], vals[b.name] / channel_view(th, b.shape).unsqueeze(0),
+                             float(lo), float(hi))
     return out
 
 
@@ -273,7 +307,8 @@ def search_block(block: FBlock, data: list[SynData], ctx: Context, rule: HiddenR
         scales, fallback = geometric_grid(top, opts.grid), geometric_grid(top / 2, 1, 8)[1:]
     else:
         make = lambda s: rule.candidate(block, data, s, opts)  # noqa: E731
-        scales, fallback = rule.scales(block, data, sigma_limits(block, data, opts, block.threshold), opts)
+        limit = sigma_limits(block, data, opts, block.threshold, message_range(block)[1])
+        scales, fallback = rule.scales(block, data, limit, opts)
     if block.name in opts.scales:
         scales, fallback = [opts.scales[block.name]], []
     if not scales or not math.isfinite(float(scales[0])) or float(scales[0]) <= 0:
@@ -338,12 +373,27 @@ def quantize_spiking(ctx: Context, rule: HiddenRule) -> qir.QNetwork:
     return qir.QNetwork(qblocks, input_scale=scale_in, output_scale=64.0 * out_sigma, meta=jsonable(meta))
 
 
+# Float-SNN-only neuron params (loihi_conv.methods) that a target with exact neurons must not
+# silently drop; cuba drops every v(0) change by design and flags it ("params-dropped").
+FLOAT_ONLY_PARAMS = {
+    "v0": ("a per-neuron initial potential (ACP with acp_granularity='neuron') has no per-neuron "
+           "v_init in SoftIF", "convert with acp_granularity='channel' (exported as v_init)"),
+    "clamp_steps": ("voltage clamping (clamp_delay) holds layers for their first steps; no fixed-point "
+                    "target has a per-layer start step", "convert with clamp_delay=0 for export"),
+}
+
+
 def _check_models(ctx: Context, rule: HiddenRule) -> None:
     for b in ctx.blocks[1:-1]:
         if b.neuron.model not in rule.models:
             raise LoihiConvError(f"block '{b.name}': neuron model {b.neuron.model!r} has no mapping on "
                                  f"target {rule.name!r}",
                                  f"use a model among {sorted(rule.models)} or another target")
+        if rule.models[b.neuron.model] != "exact":
+            continue  # approximated targets (cuba) drop and flag what they cannot hold
+        for key in sorted(set(b.neuron.params or {}) & set(FLOAT_ONLY_PARAMS)):
+            why, fix = FLOAT_ONLY_PARAMS[key]
+            raise LoihiConvError(f"block '{b.name}': {why}, so target {rule.name!r} cannot run it exactly", fix)
 
 
 def _model_notes(b: FBlock, rule: HiddenRule) -> list[str]:

@@ -5,9 +5,16 @@ Fixed point (what the emulator implements bit for bit)::
 
     a = Σ synapse inputs (int)
     v = clip(v + (a << 6) + (bias << bias_exp), -(2^23-1), 2^23-1)
-    s = v >= (vth << 6)                 # per channel vth, '>=' as in the conversion papers
-    v = v - s * (vth << 6)              # reset by subtraction
+    q = floor(v / (vth << 6))           # per channel vth
+    n = PAYLOADS[mode](q)               # 'if-soft': q >= 1 ('>=' as in the conversion papers)
+    v = v - n * (vth << 6)              # reset by subtraction
     initial v = v_init << 6
+
+``mode`` (``qir.SoftIF.mode``) picks the payload n sent on ``s_out``: 'if-soft' binary spikes;
+'if-burst' ``clip(q, 0, Γ)``; 'if-multibit' ``A(clip(q, 0, S_max))`` with A(k) the largest power
+of two <= k (HPC eq. 15); 'if-buffered' additionally ``- A(clip(min(-q, vb), 0, S_max))``
+(negative spikes, HPC eq. 12-14) and ``vb += n``. Graded payloads need ``num_message_bits > 0``
+on the receiving Dense/Conv (``netx_export.build`` sets it), which then compute ``W · n``.
 
 Spike on V >= threshold and reset by subtraction are Rueckauer et al. 2016 ("Theory and tools
 for the conversion...", /work/shared/papers), eq. (3) and (4b): keeping the residual charge
@@ -34,16 +41,65 @@ STATE_MAX = 2**23 - 1  # 24-bit signed state, symmetric saturation like Lava's L
 ACT_SHIFT = 6  # synaptic input and threshold are MSB-aligned by 6 bits, as in Lava's LIF
 
 
+# ---- payload rules (numpy; q = floor(v / vth6) as int64 or float64 holding ints) ----------------
+def power_of_two_floor(k: np.ndarray, units: int) -> np.ndarray:
+    """A(k) for 0 <= k <= units: the largest power of two <= k, A(0) = 0 (HPC eq. 15); exact
+    for ints and integer-valued floats (no log2 rounding)."""
+    out = np.zeros_like(k)
+    for j in range(int(units).bit_length()):
+        out = np.where(k >= (1 << j), 1 << j, out)
+    return out
+
+
+def _soft(q, vb, units):
+    """Binary spike: q >= 1 iff v >= vth << 6."""
+    return (q >= 1).astype(q.dtype)
+
+
+def _burst(q, vb, units):
+    """Burst (neurons.BurstIF): n = clip(q, 0, Γ)."""
+    return np.clip(q, 0, units)
+
+
+def _multibit(q, vb, units):
+    """Multi-bit (HPC eq. 14 positive branch, eq. 15): n = A(clip(q, 0, S_max))."""
+    return power_of_two_floor(np.clip(q, 0, units), units)
+
+
+def _buffered(q, vb, units):
+    """Buffered with negative spikes (HPC eq. 12-14): -q = ceil(-v / vth6) bounded by vb."""
+    return power_of_two_floor(np.clip(q, 0, units), units) \
+        - power_of_two_floor(np.clip(np.minimum(-q, vb), 0, units), units)
+
+
+PAYLOADS = {"if-soft": _soft, "if-burst": _burst, "if-multibit": _multibit,
+            "if-buffered": _buffered}
+BUFFERED = ("if-buffered",)  # modes that track vb (it stays 0 in the others)
+
+
+def message_bits(mode: str, max_units: int) -> int:
+    """Payload width on ``s_out``: 0 (binary spikes) for 'if-soft', else the bits of
+    ``max_units`` plus a sign bit for 'if-buffered' (what the receiving synapse's
+    ``num_message_bits`` must be; the CPU simulator only distinguishes 0 from > 0)."""
+    if mode == "if-soft":
+        return 0
+    return int(max_units).bit_length() + (1 if mode == "if-buffered" else 0)
+
+
 class SoftIF(AbstractProcess):
     """Integrate-and-fire neurons with reset by subtraction (loihi-conv extension).
 
-    Vars: ``v`` (state), ``vth`` and ``v_init`` (per channel), ``bias_mant`` (per neuron),
-    ``bias_exp`` (scalar). Ports: ``a_in`` (summed synaptic input), ``s_out`` (binary spikes).
+    Vars: ``v`` (state), ``vb`` (buffer: net payload sent, used by 'if-buffered', else 0),
+    ``vth`` and ``v_init`` (per channel), ``bias_mant`` (per neuron), ``bias_exp`` (scalar).
+    Ports: ``a_in`` (summed synaptic input), ``s_out`` (binary spikes, or the graded payload n
+    for the graded modes). ``mode``/``max_units`` are process parameters (module docstring).
     """
 
     def __init__(self, *, shape: tuple[int, ...], vth, v_init=0, bias=0, bias_exp: int = 6,
-                 name: str | None = None) -> None:
-        super().__init__(shape=shape, name=name)
+                 mode: str = "if-soft", max_units: int = 1, name: str | None = None) -> None:
+        if mode not in PAYLOADS:
+            raise ValueError(f"SoftIF mode {mode!r} is not one of {sorted(PAYLOADS)}")
+        super().__init__(shape=shape, name=name, mode=mode, max_units=int(max_units))
         shape = tuple(int(s) for s in shape)
         c = shape[-1]
         vth = np.broadcast_to(np.asarray(vth, dtype=np.int64), (c,)).copy()
@@ -53,6 +109,7 @@ class SoftIF(AbstractProcess):
         self.vth = Var(shape=(c,), init=vth)
         self.v_init = Var(shape=(c,), init=v_init)
         self.v = Var(shape=shape, init=initial_v(v_init, shape))
+        self.vb = Var(shape=shape, init=np.zeros(shape, np.int64))
         self.bias_mant = Var(shape=shape, init=np.broadcast_to(np.asarray(bias, np.int64),
                                                                shape).copy())
         self.bias_exp = Var(shape=(1,), init=int(bias_exp))
@@ -72,6 +129,7 @@ class PySoftIFModelFixed(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    vb: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=32)
     vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
     v_init: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
@@ -85,20 +143,25 @@ class PySoftIFModelFixed(PyLoihiProcessModel):
         v = np.clip(self.v.astype(np.int64) + np.left_shift(a, ACT_SHIFT) + bias,
                     -STATE_MAX, STATE_MAX)
         th = np.left_shift(self.vth.astype(np.int64), ACT_SHIFT)
-        s = v >= th
-        self.v[:] = v - s * th
-        self.s_out.send(s)
+        n = PAYLOADS[self.proc_params["mode"]](np.floor_divide(v, th), self.vb.astype(np.int64),
+                                               self.proc_params["max_units"])
+        self.v[:] = v - n * th
+        if self.proc_params["mode"] in BUFFERED:
+            self.vb[:] = self.vb + n
+        self.s_out.send(n)
 
 
 @implements(proc=SoftIF, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
 class PySoftIFModelFloat(PyLoihiProcessModel):
-    """Float SoftIF: the same equations in float64, without the 24-bit saturation."""
+    """Float SoftIF: the same equations in float64, without the 24-bit saturation
+    (``q = floor(v / th)`` on floats; payloads are integer-valued floats)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     v: np.ndarray = LavaPyType(np.ndarray, float)
+    vb: np.ndarray = LavaPyType(np.ndarray, float)
     vth: np.ndarray = LavaPyType(np.ndarray, float)
     v_init: np.ndarray = LavaPyType(np.ndarray, float)
     bias_mant: np.ndarray = LavaPyType(np.ndarray, float)
@@ -109,6 +172,9 @@ class PySoftIFModelFloat(PyLoihiProcessModel):
         scale = 2.0 ** np.asarray(self.bias_exp).reshape(-1)[0]
         v = self.v + a * 2.0**ACT_SHIFT + self.bias_mant * scale
         th = self.vth * 2.0**ACT_SHIFT
-        s = v >= th
-        self.v[:] = v - s * th
-        self.s_out.send(s.astype(float))
+        n = PAYLOADS[self.proc_params["mode"]](np.floor(v / th), self.vb,
+                                               self.proc_params["max_units"])
+        self.v[:] = v - n * th
+        if self.proc_params["mode"] in BUFFERED:
+            self.vb[:] = self.vb + n
+        self.s_out.send(n.astype(float))
