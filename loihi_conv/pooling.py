@@ -82,6 +82,17 @@ class SpikeMax(PoolScheme):
         return _pool(node, x)
 
 
+@register_pooling("avg")
+class AvgReplacement(PoolScheme):
+    """The usual baseline of early conversions (Cao et al. 2015; Diehl et al. 2015): max-pooling
+    replaced by average pooling of the spikes. Exact for the window's mean rate, so it loses
+    whatever the max and the mean differ by -- the comparison point for the spiking max-pools.
+    Padding counts as zero input (``count_include_pad``), as a padded spiking window would."""
+
+    def step(self, node: ir.MaxPool2d, state: State, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, node.kernel_size, node.stride, node.padding, ceil_mode=node.ceil_mode)
+
+
 @register_pooling("rate-gate")
 class RateGate(PoolScheme):
     """Gated max-pool (Rueckauer et al. 2016 §3.6): each output unit passes only the spikes of the

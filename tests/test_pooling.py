@@ -79,6 +79,15 @@ def test_rate_gate_tracks_max_rate():
     assert set(out.unique().tolist()) <= {0.0, 1.0}  # passes spikes, never invents graded values
 
 
+def test_avg_replacement_passes_the_window_mean_rate_not_the_max():
+    T = 256
+    rates = torch.rand(2, 3, 9, 9, generator=torch.Generator().manual_seed(2))
+    out = pooled("avg", spike_trains(rates, T)).sum(0) / T
+    mean = F.avg_pool2d(rates, 3, 2, ceil_mode=True)
+    assert ((out - mean).abs() <= 1 / T + 1e-6).all()
+    assert (F.max_pool2d(rates, 3, 2, ceil_mode=True) - out).mean() > 0.2  # what it loses vs max
+
+
 def _pool_graph() -> ir.Graph:
     g = torch.Generator().manual_seed(3)
     nodes = {"x": ir.Input("x", (), (1, 8, 8)),
