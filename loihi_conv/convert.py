@@ -3,7 +3,8 @@
 Steps: prepare the float IR (trace + BN fold, ``loihi_conv.fold.prepare``) -> observe the ReLU
 outputs on calibration data (``observe``) -> per-channel thresholds (``normalize``) -> replace
 every ReLU by a spiking ``ir.Neuron`` (``normalize.to_snn``). The recipe is stored in
-``graph.meta["recipe"]``.
+``graph.meta["recipe"]``; a readout that needs an output threshold (``Recipe.output`` "spikes")
+gets it from the same normalizer in ``graph.meta["output_threshold"]``.
 
 Calibration data layout: a tensor (N, *input shape), or an iterable of batches, each a tensor
 (B, *input shape) or a ``(x, y, ...)`` tuple/list whose first item is that tensor (a
@@ -23,6 +24,7 @@ from loihi_conv import ir, ops
 from loihi_conv.errors import LoihiConvError
 from loihi_conv.normalize import get_normalizer, to_snn
 from loihi_conv.observe import observe
+from loihi_conv.outputs import readout_class, with_threshold_probe
 from loihi_conv.recipe import Recipe
 
 Tensor = torch.Tensor
@@ -139,18 +141,22 @@ def convert(model_or_graph: nn.Module | ir.Graph, calib_data: Tensor | Iterable,
     normalizer = get_normalizer(recipe.normalizer, **recipe.to_dict())
     kept: list[Tensor] = []  # the first calib_sim_size samples, for calibrations that simulate
     stream = _keep(stream, kept, recipe.calib_sim_size if (recipe.lcp or recipe.acp) else 0)
-    stats = observe(graph, stream, normalizer.observers(), max_samples=recipe.calib_size, sites=("post",))
+    observed, probe = with_threshold_probe(graph) if readout_class(recipe.output).needs_threshold else (graph, None)
+    stats = observe(observed, stream, normalizer.observers(), max_samples=recipe.calib_size, sites=("post",))
     if stats.n_samples < min(recipe.min_calib_size, recipe.calib_size):
         raise LoihiConvError(f"only {stats.n_samples} calibration samples, fewer than min_calib_size="
                              f"{recipe.min_calib_size}",
                              f"pass more training samples (up to calib_size={recipe.calib_size} are used)")
-    snn = to_snn(graph, normalizer.thresholds(stats), recipe.neuron_model, v_init=recipe.v_init,
-                 params=recipe.neuron_params)
+    thresholds = normalizer.thresholds(stats)
+    output_threshold = thresholds.pop(probe) if probe else None
+    snn = to_snn(graph, thresholds, recipe.neuron_model, v_init=recipe.v_init, params=recipe.neuron_params)
     from loihi_conv.methods import apply_methods  # ClipRound bias, clamping, LCP/ACP (if asked)
 
     snn = apply_methods(snn, graph, torch.cat(kept)[:recipe.calib_sim_size] if kept else None, recipe)
     snn.meta["recipe"] = recipe.to_dict()
     snn.meta["calib_samples"] = stats.n_samples
+    if output_threshold is not None:  # one for all classes (outputs.SpikeCountReadout)
+        snn.meta["output_threshold"] = float(output_threshold.max())
     return snn
 
 

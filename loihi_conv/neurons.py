@@ -255,3 +255,6 @@ class BufferedIF(_MultiUnit):
         v.addcmul_(spikes, theta, value=-1.0)
         buf.add_(spikes)
         return spikes
+
+
+from loihi_conv import spicalib  # noqa: E402,F401  (registers "spicalib"; it builds on the models above)

@@ -33,21 +33,32 @@ class Recipe:
     calib_batch_size  samples per forward pass while calibrating.
     min_calib_size  fewer calibration samples than this (or than calib_size, if smaller) is an
                     error: thresholds from a handful of images do not generalize.
-    seed            seed for the calibration subset.
+    seed            seed for the calibration subset (and the "softmax" output's generator).
     neuron_params   model-specific options put on every neuron (``ir.Neuron.params``), e.g.
                     {s_max = 2} for "if-multibit"/"if-buffered", {burst = 5} for "if-burst".
     max_pool        spiking max-pool scheme (``pooling.POOLING_SCHEMES``) the simulator runs
-                    MaxPool2d nodes with: "mli" (lossless, default), "rate-gate", "spike-max".
+                    MaxPool2d nodes with: "mli" (lossless, default), "rate-gate", "spike-max",
+                    "avg" (the average-pooling replacement baseline).
+    output          output readout of the float SNN (``outputs.READOUTS``): "potential"
+                    (summed output potential, default; the only one the fixed-point targets
+                    have), "spikes" (IF output neurons, spike count), "softmax" (Rueckauer 2016
+                    §3.5 spiking softmax, seeded by ``seed``).
     --- accuracy-at-low-latency methods (loihi_conv.methods) ---
     calib_timesteps T the methods below optimise for (MMSE, ClipRound, LCP, ACP).
-    mmse_rounding   "round" (ClipRound, eq. 17) or "floor" (ClipFloor, eq. 10) objective of the
-                    "mmse" normalizer; mmse_samples: calibration samples it searches on.
+    mmse_rounding   "round" (ClipRound, eq. 17), "floor" (ClipFloor, eq. 10) or "zero" (the
+                    reset-to-zero neuron of if-zero/cuba) objective of the "mmse" normalizer;
+                    mmse_samples: calibration samples it searches on.
     clip_round      add theta/(2T) to every neuron's bias (calibration paper eq. 17).
     clamp_delay     voltage clamping: layer l silent for its first clamp_delay * l steps (0: off).
     lcp             bias calibration (calibration paper, LCP, eq. 20).
     acp             potential calibration v(0) = T e (calibration paper, ACP, eq. 22).
     acp_granularity "neuron" (the paper; float SNN only) or "channel" (exports to if-soft).
     calib_sim_size  calibration samples simulated by LCP/ACP (one batch, the paper).
+    acp_weights     with acp: also calibrate each layer's weights (calibration paper, ACP weights
+                    calibration, eq. 23) on up to calib_size samples (the paper: 1024).
+    acp_iterations  Adam steps per layer of the weights calibration (the paper: 5000).
+    acp_lr          initial learning rate of those steps, cosine-decayed to 0 (the paper: 1e-5
+                    with SGD; Adam here, see methods.calibrate.WeightCalibration).
     """
 
     normalizer: str = "percentile"
@@ -64,6 +75,7 @@ class Recipe:
     seed: int = 0
     neuron_params: dict[str, Any] = field(default_factory=dict)
     max_pool: str = "mli"
+    output: str = "potential"
     calib_timesteps: int = 32
     mmse_rounding: str = "round"
     mmse_samples: int = 256
@@ -73,6 +85,9 @@ class Recipe:
     acp: bool = False
     acp_granularity: str = "neuron"
     calib_sim_size: int = 256
+    acp_weights: bool = False
+    acp_iterations: int = 300
+    acp_lr: float = 3e-4
 
     def __post_init__(self) -> None:
         self.timesteps = tuple(self.timesteps)
@@ -82,6 +97,7 @@ class Recipe:
         """Raise LoihiConvError naming the first bad option and how to fix it."""
         from loihi_conv.neurons import NEURON_MODELS
         import loihi_conv.methods  # noqa: F401  (registers the "mmse" normalizer)
+        import loihi_conv.qat  # noqa: F401  (registers the "qrelu" normalizer)
         from loihi_conv.normalize import GRANULARITIES, NORMALIZERS
 
         def bad(problem: str, fix: str) -> None:
@@ -110,10 +126,24 @@ class Recipe:
                 bad(f"{name}={getattr(self, name)!r} must be a positive integer", f"use e.g. {name}={getattr(Recipe, name)}")
         if not _is_int(self.clamp_delay) or self.clamp_delay < 0:
             bad(f"clamp_delay={self.clamp_delay!r} must be an integer >= 0", "use 0 (off) or e.g. 1")
-        if self.mmse_rounding not in ("round", "floor"):
-            bad(f"mmse_rounding={self.mmse_rounding!r} is unknown", "use 'round' or 'floor'")
+        from loihi_conv.methods.thresholds import ROUNDINGS
+        if self.mmse_rounding not in ROUNDINGS:
+            bad(f"mmse_rounding={self.mmse_rounding!r} is unknown", f"use one of: {', '.join(ROUNDINGS)}")
         if self.acp_granularity not in ("neuron", "channel"):
             bad(f"acp_granularity={self.acp_granularity!r} is unknown", "use 'neuron' or 'channel'")
+        if not isinstance(self.acp_weights, bool):
+            bad(f"acp_weights={self.acp_weights!r} must be true or false", "use acp_weights=true")
+        if self.acp_weights and self.neuron_model != "if-soft":
+            bad(f"acp_weights models the soft-reset IF neuron's rate (ClipRound, eq. 21), not "
+                f"{self.neuron_model!r}", "use neuron_model='if-soft' or acp_weights=false")
+        if self.acp_weights and self.acp is not True:
+            bad("acp_weights=true needs acp=true (weights calibration is the second half of ACP)",
+                "set acp=true as well, or acp_weights=false")
+        if not _is_int(self.acp_iterations) or self.acp_iterations <= 0:
+            bad(f"acp_iterations={self.acp_iterations!r} must be a positive integer",
+                f"use e.g. acp_iterations={Recipe.acp_iterations}")
+        if not _is_number(self.acp_lr) or not 0.0 < self.acp_lr < float("inf"):
+            bad(f"acp_lr={self.acp_lr!r} must be a positive finite number", f"use e.g. acp_lr={Recipe.acp_lr}")
         for name in ("clip_round", "lcp", "acp"):
             if not isinstance(getattr(self, name), bool):
                 bad(f"{name}={getattr(self, name)!r} must be true or false", f"use {name}=true")
@@ -127,6 +157,10 @@ class Recipe:
         threshold_scale(self.neuron_model, self.neuron_params)  # raises on a bad model option
         if self.max_pool not in POOLING_SCHEMES:
             bad(f"unknown max_pool {self.max_pool!r}", f"use one of: {', '.join(sorted(POOLING_SCHEMES))}")
+        from loihi_conv.outputs import READOUTS
+
+        if not isinstance(self.output, str) or self.output not in READOUTS:
+            bad(f"unknown output {self.output!r}", f"use one of: {', '.join(sorted(READOUTS))}")
         if not isinstance(self.nonzero, bool):
             bad(f"nonzero={self.nonzero!r} must be true or false", "use nonzero=true")
         return self

@@ -7,8 +7,9 @@ Semantics (docs/architecture.md, "Float SNN semantics"):
   linear algebra, biases included (a bias is a constant current every step, from step 1);
 * an ``ir.Neuron`` steps its registered model (``loihi_conv.neurons``) and outputs
   ``spikes * threshold`` (ANN units);
-* the output node is a non-spiking accumulator: the prediction is the sum of its value over
-  every step run.
+* the output node feeds the graph's readout scheme (``loihi_conv.outputs``, ``Recipe.output``):
+  by default a non-spiking accumulator, the prediction being the sum of its value over every
+  step run.
 
 Time structure. ``delay=0``: everything propagates within a step; "T" runs T steps.
 ``delay=1`` (Lava, and the fixed-point emulator): a synapse at step t sends what it computed
@@ -44,6 +45,7 @@ import torch
 from loihi_conv import ir, ops
 from loihi_conv.errors import LoihiConvError
 from loihi_conv.neurons import NEURON_MODELS, NeuronModel, get_neuron_model
+from loihi_conv.outputs import make_readout
 from loihi_conv.pooling import PoolScheme, get_pooling, scheme_name
 
 Tensor = torch.Tensor
@@ -79,7 +81,9 @@ def static_nodes(graph: ir.Graph) -> set[str]:
 class SimResult:
     """What one ``simulate`` run recorded, keyed by readout window T.
 
-    ``output[T]``: (N, classes) output potential summed over the steps run for T.
+    ``output[T]``: (N, classes) class scores over the steps run for T, the argmax being the
+    prediction: the output potential summed over those steps with the default readout, spike
+    counts (ties broken by potential) with ``Recipe.output`` "spikes"/"softmax" (``outputs``).
     ``counts[T][name]``: spike counts of Neuron ``name`` over the same steps, (N, C) or
     (N, C, H, W) (see ``record``). ``levels[name]``: synapse hops from the input.
     """
@@ -125,7 +129,7 @@ class SimResult:
         return out
 
     def mean_output(self, T: int) -> Tensor:
-        """Output potential / T: the estimate of the ANN output (N, classes)."""
+        """Scores / T; with the potential readout, the estimate of the ANN output (N, classes)."""
         return self.output[T] / T
 
     def predictions(self, T: int) -> Tensor:
@@ -302,19 +306,21 @@ def _simulate(graph: ir.Graph, x: Tensor, timesteps: Sequence[int], delay: int, 
                        positions={n.name: math.prod(n.shape[1:]) for n in neurons})
     snap = {result.steps(T): T for T in ts}
     static = static_nodes(graph)
+    readout = make_readout(graph)
     outs: dict[int, list[Tensor]] = {T: [] for T in ts}
     counts: dict[int, dict[str, list[Tensor]]] = {T: {n.name: [] for n in neurons} for T in ts}
     x = x if x.is_floating_point() else x.float()
     for start in range(0, x.shape[0], batch_size):
         run = _Run(graph, x[start:start + batch_size], delay, static)
-        acc = None
+        acc = None  # the readout's state
         for t in range(1, result.steps_run + 1):
             run.step()
             out = run.values[graph.output]
-            acc = out.clone() if acc is None else acc.add_(out)
+            acc = readout.init_state(out) if acc is None else acc
+            readout.step(acc, out)
             if t in snap:
                 T = snap[t]
-                outs[T].append(acc.clone())
+                outs[T].append(readout.scores(acc))
                 if mode != "none":
                     for name, c in run.counts.items():
                         counts[T][name].append(_reduce(c, mode).clone())

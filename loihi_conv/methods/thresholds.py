@@ -33,7 +33,18 @@ def clip_round(x: Tensor, T: int, vth: Tensor) -> Tensor:
     return vth / T * torch.clamp(torch.floor(T * x / vth + 0.5), 0, T)
 
 
-ROUNDINGS: dict[str, Callable[[Tensor, int, Tensor], Tensor]] = {"floor": clip_floor, "round": clip_round}
+def clip_zero(x: Tensor, T: int, vth: Tensor) -> Tensor:
+    """The reset-to-zero IF neuron's (``if-zero``, the ``cuba`` target) output for a constant
+    current x over T steps from v(0)=0: a spike every ``k = ceil(Vth / x)`` steps, the charge
+    above threshold lost each time (Rueckauer et al. 2016 eq. 5), so
+    ``Vth/T * min(floor(T / k), T)``. MMSE against this curve (instead of eq. 10/17, which model
+    reset by subtraction) picks thresholds for the arithmetic that target actually runs."""
+    k = torch.ceil(vth / x.clamp_min(torch.finfo(x.dtype).tiny))
+    return vth / T * torch.clamp(torch.floor(T / k), 0, T)
+
+
+ROUNDINGS: dict[str, Callable[[Tensor, int, Tensor], Tensor]] = {"floor": clip_floor, "round": clip_round,
+                                                                 "zero": clip_zero}
 
 
 def mmse_threshold(x: Tensor, T: int, rounding: str = "round", grid: int = 100,

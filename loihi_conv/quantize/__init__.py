@@ -19,6 +19,7 @@ import torch
 
 from loihi_conv import ir, qir
 from loihi_conv.errors import LoihiConvError
+from loihi_conv.outputs import require_potential
 
 from . import cuba, sdnn, softif  # noqa: F401  (register the targets)
 from .common import TARGETS, Context, Options, QuantizeWarning, register_target
@@ -49,6 +50,7 @@ def quantize(snn: ir.Graph, target: str = "if-soft", timesteps: int = 64,
         raise LoihiConvError(f"timesteps={timesteps!r} must be a positive integer",
                              "pass the readout window T, e.g. timesteps=64")
     options = Options.build(opts)
+    require_potential(snn, "quantize")  # spiking/softmax readouts exist in the float simulator only
     with _one_thread():
         blocks = fold(snn)
         unknown = sorted(set(options.scales) - {b.name for b in blocks[1:]})
