@@ -123,6 +123,7 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
 def _register_commands() -> None:
     # Commands live in loihi_conv/commands/*.py; importing them registers them on `main`.
     from loihi_conv import commands  # noqa: F401
+    from loihi_conv.commands import qat  # noqa: F401  (finetune-qrelu)
 
 
 _register_commands()

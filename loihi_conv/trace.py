@@ -510,8 +510,16 @@ def _check_finite(model: nn.Module) -> None:
                              "the checkpoint is corrupt or training diverged; load a good checkpoint or retrain")
 
 
+class _Tracer(fx.Tracer):
+    """Every module type registered in MODULES stays one call_module node: fx keeps only
+    torch.nn's own modules whole and would trace into a registered custom one (e.g. qat.QReLU)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return type(m) in MODULES or super().is_leaf_module(m, module_qualified_name)
+
+
 def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
-    tracer = fx.Tracer()
+    tracer = _Tracer()
     tracer.record_stack_traces = True  # source lines for error messages
     try:
         graph = tracer.trace(model)
