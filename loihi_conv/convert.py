@@ -139,8 +139,11 @@ def convert(model_or_graph: nn.Module | ir.Graph, calib_data: Tensor | Iterable,
     stream = _checked(itertools.chain([first], batches), tuple(graph.input.shape))
 
     normalizer = get_normalizer(recipe.normalizer, **recipe.to_dict())
-    kept: list[Tensor] = []  # the first calib_sim_size samples, for calibrations that simulate
-    stream = _keep(stream, kept, recipe.calib_sim_size if (recipe.lcp or recipe.acp) else 0)
+    kept: list[Tensor] = []  # samples for the calibrations that simulate (apply_methods slices:
+    # LCP/ACP potential use calib_sim_size, ACP weight calibration all calib_size, the paper's 1024)
+    need = max(recipe.calib_sim_size if (recipe.lcp or recipe.acp) else 0,
+               recipe.calib_size if recipe.acp_weights else 0)
+    stream = _keep(stream, kept, need)
     observed, probe = with_threshold_probe(graph) if readout_class(recipe.output).needs_threshold else (graph, None)
     stats = observe(observed, stream, normalizer.observers(), max_samples=recipe.calib_size, sites=("post",))
     if stats.n_samples < min(recipe.min_calib_size, recipe.calib_size):
@@ -152,7 +155,7 @@ def convert(model_or_graph: nn.Module | ir.Graph, calib_data: Tensor | Iterable,
     snn = to_snn(graph, thresholds, recipe.neuron_model, v_init=recipe.v_init, params=recipe.neuron_params)
     from loihi_conv.methods import apply_methods  # ClipRound bias, clamping, LCP/ACP (if asked)
 
-    snn = apply_methods(snn, graph, torch.cat(kept)[:recipe.calib_sim_size] if kept else None, recipe)
+    snn = apply_methods(snn, graph, torch.cat(kept) if kept else None, recipe)
     snn.meta["recipe"] = recipe.to_dict()
     snn.meta["calib_samples"] = stats.n_samples
     if output_threshold is not None:  # one for all classes (outputs.SpikeCountReadout)
