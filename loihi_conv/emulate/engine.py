@@ -23,7 +23,7 @@ from loihi_conv.qir import QNetwork, Readout
 
 from .arith import I32_MAX, I32_MIN, abs_bound, wrap32, zeros
 from .neurons import make_neuron
-from .synapses import make_synapse
+from .synapses import INT8_SRC_MAX, make_synapse, scratch
 
 INJECT = ("a_in", "bias")
 DEFAULT_BATCH = 256  # keeps a conv layer's neuron state within L2/L3 cache for elementwise ops
@@ -99,6 +99,7 @@ class Emulator:
                                  "use inject='a_in' (the input then drives the first synapses)")
         self.output = self.nodes[-1]
         self.by_name = {n.name: n for n in self.nodes}
+        self.scratch: dict = {}  # layer-major trains, reused chunk after chunk (synapses.scratch)
 
     def binary(self, name: str) -> bool:
         """Whether block ``name`` sends binary 0/1 spikes (else graded messages)."""
@@ -112,24 +113,29 @@ class Emulator:
         ``x_bound`` bounds |x| (it selects exact dtypes); ``bias`` (B, *input_shape) is the
         ``inject='bias'`` image; ``static_input`` lets constant input synapses be computed once.
         """
-        if not 0 <= x_bound <= I32_MAX:
-            raise LoihiConvError(f"x_bound={x_bound} is outside [0, 2^31-1]",
-                                 "inputs are int32 (Lava's RingBuffer); scale them down")
+        self.set_bounds(x_bound)
         self.t = 0
-        self.x_bound = int(x_bound)
         self.static_input = static_input and self.input.neuron is None
-        # Static bounds on |message| per block, then on |a_in| per block (select safe dtypes).
-        self.msg_bound = {n.name: n.neuron.msg_bound if n.neuron is not None else x_bound
-                          for n in self.nodes}
         for node in self.nodes:
             for syn, _ in node.synapses:
                 syn.reset(batch)
-            node.a_bound = sum(syn.out_bound(self.msg_bound[src]) for syn, src in node.synapses)
-            if node is self.input:
-                node.a_bound = x_bound if self.inject == "a_in" else 0
             if node.neuron is not None:
                 node.neuron.reset(batch, node.a_bound, bias if node is self.input else None)
         self._zero = torch.zeros((batch, *self.input.shape), dtype=torch.int32)
+
+    def set_bounds(self, x_bound: int) -> None:
+        """Static bounds on |message| per block, then on |a_in| per block (they select exact
+        dtypes), for inputs |x| <= ``x_bound``; allocates nothing."""
+        if not 0 <= x_bound <= I32_MAX:
+            raise LoihiConvError(f"x_bound={x_bound} is outside [0, 2^31-1]",
+                                 "inputs are int32 (Lava's RingBuffer); scale them down")
+        self.x_bound = int(x_bound)
+        self.msg_bound = {n.name: n.neuron.msg_bound if n.neuron is not None else x_bound
+                          for n in self.nodes}
+        for node in self.nodes:
+            node.a_bound = sum(syn.out_bound(self.msg_bound[src]) for syn, src in node.synapses)
+            if node is self.input:
+                node.a_bound = x_bound if self.inject == "a_in" else 0
 
     def _neuron_input(self, node: _Node) -> torch.Tensor:
         """Lava InPort recv: the int32 sum of all incoming synapse buffers (wraps mod 2^32)."""
@@ -292,10 +298,11 @@ class _Recorder:
         self.readout = (np.zeros((n, *out.shape), np.int64)
                         if isinstance(em.qnet.output.neuron, Readout) else None)
 
-    def start_chunk(self, lo: int, size: int) -> None:
+    def start_chunk(self, lo: int, size: int, streaming: bool = True) -> None:
+        """Rows lo:lo+size come next; ``streaming``: from ``step`` (else from record_train)."""
         self.rows = slice(lo, lo + size)
         self.chunk_counts = {k: zeros(size, self.em.by_name[k].shape, torch.int32)
-                             for k in self.counted}
+                             for k in self.counted} if streaming else {}
 
     def step(self, t: int, msgs: dict[str, torch.Tensor]) -> None:
         rows, em = self.rows, self.em
@@ -321,8 +328,16 @@ class _Recorder:
             for k, v in runner.states().items():
                 self.states[name][k][rows, t] = v.numpy()
 
+    def count_rows(self, name: str) -> np.ndarray:
+        """Layer-major: this chunk's rows of the message counts of ``name`` (B, *shape) int64,
+        zeroed, for _run_neuron to add into."""
+        rows = self.counts[name][self.rows]
+        rows.fill(0)
+        return rows
+
     def record_train(self, name: str, train: torch.Tensor, frame_of: list[int], finals) -> None:
-        """Layer-major: a block's whole message train (frames (nf*B, *shape), frame_of[t])."""
+        """Layer-major: a block's whole message train (frames (nf*B, *shape), frame_of[t])
+        and its final states (see _run_neuron)."""
         rows, em = self.rows, self.em
         batch = rows.stop - rows.start
         frames = train.reshape(-1, batch, *train.shape[1:])
@@ -332,22 +347,8 @@ class _Recorder:
                 self.output[rows] = per_step
             if name in self.states:
                 self.states[name]["s"][rows] = per_step
-        if name in self.counts:
-            # uint8 partial sums of <= 255 steps: same-dtype adds are ~10x faster than torch's
-            # widening sum(dim=0) or mixed-dtype adds.
-            total = np.zeros((batch, *train.shape[1:]), np.int64)
-            for lo in range(0, len(frames), 255):
-                count = torch.zeros_like(frames[0], dtype=torch.uint8)
-                for frame in frames[lo:lo + 255]:
-                    count.add_(frame if frame.dtype == torch.uint8 else (frame != 0).view(
-                        torch.uint8))
-                total += count.numpy()
-            self.counts[name][rows] = total
         if name == em.output.name and self.readout is not None:
-            self.readout[rows] = finals["u"].numpy()
-
-    def end_chunk_trains(self) -> None:
-        pass
+            self.readout[rows] = torch.cat(finals["u"]).numpy()
 
     def result(self) -> EmulationResult:
         return EmulationResult(output=self.output, steps=self.steps, states=self.states,
@@ -356,12 +357,15 @@ class _Recorder:
 
 # ---- layer-major schedule ------------------------------------------------------------------
 # Without recurrence, block k at step t depends only on earlier blocks at steps < t (every
-# synapse delays >= 1 step), so each block can run over all steps before the next one: one big
-# synapse call on a source's whole message train ((steps*B, *shape) rows, step-major), then the
-# neuron recurrence over time on cache-sized batch slices. Same runners, same arithmetic, same
-# results as ``Emulator.step``; only the loop order changes.
+# synapse delays >= 1 step), so each block can run over all steps before the next one: big
+# synapse calls on a source's message train ((steps*B, *shape) rows, step-major), a time block
+# of steps at a time, each followed by the neuron recurrence over those steps on cache-sized
+# batch slices. Same runners, same arithmetic, same results as ``Emulator.step``; only the loop
+# order changes.
 TRAIN_BYTES = 2 ** 28  # bound on one block's int32 message/input train per chunk
-SLICE_ELEMS = 2 ** 17  # neurons per elementwise op: the states stay in L2 across the step loop
+SLICE_ELEMS = 2 ** 17  # neurons per elementwise op and thread: states stay in L2 across steps
+BLOCK_BYTES = 2 ** 22  # int32 synapse output per time block: read back from cache, not DRAM
+COUNT_FLUSH = 255  # uint8 message counts are added into int64 at least this often
 
 
 def _feed_forward(qnet: QNetwork) -> bool:
@@ -385,30 +389,36 @@ def _rows(train: torch.Tensor, t: int, batch: int) -> torch.Tensor:
     return train[t * batch:(t + 1) * batch]
 
 
-def _synapse_inputs(syn, src_train: torch.Tensor, frame_of: list[int], max_abs: int, steps: int,
-                    batch: int) -> list[torch.Tensor]:
-    """Per step t (0-based), the buffer this synapse sends at t: W·msg(t-1-d) summed over
-    delays d, with Lava's wraps. ``src_train`` holds the source's distinct message frames
-    (nf*B, *src_shape); frame_of[t] is the frame sent at step t."""
-    used = sorted(set(frame_of[:steps - 1]))
-    zero = torch.zeros((batch, *syn.dst_shape), dtype=torch.int32)
+def _synapse_inputs(syn, src_train: torch.Tensor, frame_of: list[int], max_abs: int,
+                    t0: int, t1: int, batch: int, memo: dict) -> list[torch.Tensor]:
+    """Per step t in [t0, t1) (0-based), the buffer this synapse sends at t: W·msg(t-1-d)
+    summed over delays d, with Lava's wraps. ``src_train`` holds the source's distinct message
+    frames (nf*B, *src_shape); frame_of[t] is the frame sent at step t. ``memo`` keeps the
+    last ``apply`` (valid until the runner's next one) so a static input is convolved once."""
+    need = {t: [(d, frame_of[t - 1 - d]) for d in syn.delays if t - 1 - d >= 0]
+            for t in range(t0, t1)}
+    used = sorted({f for parts in need.values() for _, f in parts})
+    zero = (torch.zeros((batch, *syn.dst_shape), dtype=torch.int32)
+            if not all(need.values()) else None)  # only steps before any arrival need it
     if not used:
-        return [zero] * steps
+        return [zero] * (t1 - t0)
     pos = {f: i for i, f in enumerate(used)}
-    if used == list(range(used[0], used[-1] + 1)):  # a run of steps: a view, no copy
-        frames = src_train[used[0] * batch:(used[-1] + 1) * batch]
-    else:
-        frames = torch.cat([_rows(src_train, f, batch) for f in used])
-    ys = syn.apply(frames, max_abs)  # {delay: (len(used)*B, *dst) int32 or int64}
+    if memo.get("used") != used:
+        if used == list(range(used[0], used[-1] + 1)):  # a run of steps: a view, no copy
+            frames = src_train[used[0] * batch:(used[-1] + 1) * batch]
+        else:
+            frames = torch.cat([_rows(src_train, f, batch) for f in used])
+        # {delay: (len(used)*B, *dst) int32 or int64}
+        memo.update(used=used, ys=syn.apply(frames, max_abs))
+    ys = memo["ys"]
     if list(ys) == [0] and ys[0].dtype == torch.int32:
-        y = ys[0]
-        return [zero] + [_rows(y, pos[frame_of[t - 1]], batch) for t in range(1, steps)]
-    acc = [None] * steps
-    for d, y in ys.items():
-        for t in range(1 + d, steps):
-            part = _rows(y, pos[frame_of[t - 1 - d]], batch).to(torch.int64)
-            acc[t] = part if acc[t] is None else acc[t] + part
-    return [zero if a is None else syn.finish(a) for a in acc]
+        return [_rows(ys[0], pos[need[t][0][1]], batch) if need[t] else zero
+                for t in range(t0, t1)]
+    acc = []
+    for t in range(t0, t1):
+        parts = [_rows(ys[d], pos[f], batch).to(torch.int64) for d, f in need[t]]
+        acc.append(syn.finish(reduce(torch.add, parts)) if parts else zero)
+    return acc
 
 
 def _run_layer_major(em: Emulator, xc: torch.Tensor, steps: int, lo: int,
@@ -417,8 +427,8 @@ def _run_layer_major(em: Emulator, xc: torch.Tensor, steps: int, lo: int,
     lo:lo+B (trains are step-major: row t*B + b is sample b at step t)."""
     batch, t_in = xc.shape[0], xc.shape[1]
     inject = em.inject
-    em.reset(batch, abs_bound(xc), bias=xc[:, 0] if inject == "bias" else None)
-    rec.start_chunk(lo, batch)
+    em.set_bounds(abs_bound(xc))  # the runners' states live in _run_neuron's slices
+    rec.start_chunk(lo, batch, streaming=False)
     trains: dict[str, tuple[torch.Tensor, list[int], int]] = {}  # name -> (train, frame_of, |m|)
     x_frames = xc.transpose(0, 1).reshape(t_in * batch, *em.input.shape).to(torch.int32)
     if len(em.input.shape) == 3:
@@ -433,50 +443,99 @@ def _run_layer_major(em: Emulator, xc: torch.Tensor, steps: int, lo: int,
                 continue
             if node is em.input:
                 a_in = ([_rows(x_frames, x_of[t], batch) for t in range(steps)]
-                        if inject == "a_in" else [em._zero] * steps)
+                        if inject == "a_in" else
+                        [torch.zeros((batch, *node.shape), dtype=torch.int32)] * steps)
+                inputs = [(0, steps, a_in)]
             else:
-                a_in = _neuron_inputs(em, node, trains, steps, batch)
-            train, finals = _run_neuron(em, node, qblocks[node.name], a_in, steps, batch,
-                                        xc[:, 0] if node is em.input and inject == "bias" else None,
-                                        rec)
-            bound = 1 if node.neuron.binary else abs_bound(train)
-            trains[node.name] = (train, list(range(steps)), bound)
+                inputs = _neuron_inputs(em, node, trains, steps, batch)
+            train, finals = _run_neuron(
+                em, node, qblocks[node.name], inputs, steps, batch,
+                xc[:, 0] if node is em.input and inject == "bias" else None, rec)
             rec.record_train(node.name, train, list(range(steps)), finals)
-    rec.end_chunk_trains()
+            train, bound = (train, 1) if node.neuron.binary else _narrow(train)
+            trains[node.name] = (train, list(range(steps)), bound)
 
 
-def _neuron_inputs(em: Emulator, node: _Node, trains, steps: int, batch: int
-                   ) -> list[torch.Tensor]:
-    """Lava InPort recv per step: the int32 sum of every synapse's buffer (wraps mod 2^32)."""
-    per_syn = [_synapse_inputs(syn, *trains[src], steps, batch) for syn, src in node.synapses]
-    if len(per_syn) == 1:
-        return per_syn[0]
-    if node.a_bound <= I32_MAX:
-        return [reduce(torch.add, parts) for parts in zip(*per_syn)]
-    return [wrap32(reduce(torch.add, (p.to(torch.int64) for p in parts))).to(torch.int32)
-            for parts in zip(*per_syn)]
+def _narrow(train: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A graded message train and its max |message|; non-negative messages <= INT8_SRC_MAX
+    (multi-bit and burst payloads) come back as uint8, which the synapses sum with exact int8
+    kernels (synapses._int8_kernel) instead of float ones."""
+    if train.numel() == 0:
+        return train, 0
+    lo, hi = int(train.min()), int(train.max())
+    if lo >= 0 and hi <= INT8_SRC_MAX:
+        return train.to(torch.uint8), hi
+    return train, max(hi, -lo)
 
 
-def _run_neuron(em: Emulator, node: _Node, block, a_in: list[torch.Tensor], steps: int,
-                batch: int, bias: torch.Tensor | None, rec: "_Recorder"):
-    """The neuron recurrence over all steps, slice by slice of the batch. Returns the message
-    train (steps*B, *shape) (uint8 0/1 for spiking blocks, int32 otherwise) and each slice's final
-    states {name: (B, *shape)}."""
+def _block_steps(node: _Node, trains, steps: int, batch: int) -> int:
+    """Steps per time block of a node's synapse inputs: all steps when every input is static
+    (computed once) or delayed (one apply covers every delay), else as many as keep the int32
+    block within BLOCK_BYTES, so it is still in cache when the neuron steps read it."""
+    static = all(len(set(trains[src][1][:steps - 1])) <= 1 for _, src in node.synapses)
+    if static or any(syn.delays != (0,) for syn, _ in node.synapses):
+        return steps
+    return max(1, BLOCK_BYTES // (4 * batch * max(1, int(np.prod(node.shape)))))
+
+
+def _neuron_inputs(em: Emulator, node: _Node, trains, steps: int, batch: int):
+    """Lava InPort recv per step, block by block of steps: yields (t0, t1, [a(t) for t in
+    t0..t1-1]), a(t) the int32 sum of every synapse's buffer (wraps mod 2^32), (B, *shape)."""
+    tb = _block_steps(node, trains, steps, batch)
+    memos = [{} for _ in node.synapses]
+    for t0 in range(0, steps, tb):
+        t1 = min(t0 + tb, steps)
+        per_syn = [_synapse_inputs(syn, *trains[src], t0, t1, batch, memo)
+                   for (syn, src), memo in zip(node.synapses, memos)]
+        if len(per_syn) == 1:
+            yield t0, t1, per_syn[0]
+        elif node.a_bound <= I32_MAX:
+            yield t0, t1, [reduce(torch.add, parts) for parts in zip(*per_syn)]
+        else:
+            yield t0, t1, [wrap32(reduce(torch.add, (p.to(torch.int64) for p in parts)))
+                           .to(torch.int32) for parts in zip(*per_syn)]
+
+
+def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int,
+                bias: torch.Tensor | None, rec: "_Recorder"):
+    """The neuron recurrence over all steps, slice by slice of the batch, time block by time
+    block of ``inputs`` ((t0, t1, a_in per step) each, see _neuron_inputs); counts the non-zero
+    messages per neuron into ``rec``. Returns the message train (steps*B, *shape) (uint8 0/1
+    for spiking blocks, int32 otherwise; reused by the next chunk) and the final states
+    {name: [(slice, *shape) per slice, in batch order]}."""
     size = max(1, int(np.prod(node.shape)))
-    step = max(1, SLICE_ELEMS // size)
+    # SLICE_ELEMS per intra-op thread: each keeps its share of the states in its own L2, and
+    # fewer, larger ops halve the per-op overhead that threads do not share.
+    step = max(1, SLICE_ELEMS * torch.get_num_threads() // size)
     dtype = torch.uint8 if node.neuron.binary else torch.int32
-    train = torch.empty((steps * batch, *node.shape), dtype=dtype,  # every row is written
-                        memory_format=torch.channels_last if len(node.shape) == 3
-                        else torch.contiguous_format)
-    finals: dict[str, list[torch.Tensor]] = {}
+    # Every row is written; the buffer is the node's train of the previous chunk (recorded).
+    train = scratch(em.scratch, node.name, (steps * batch, *node.shape), dtype)
+    # Counted while the message is in cache, in uint8 (same-dtype adds are ~10x faster than
+    # widening ones), flushed to int64 before it can wrap.
+    count8 = zeros(batch, node.shape, torch.uint8)
+    counts = rec.count_rows(node.name)
+    slices = []
     for lo in range(0, batch, step):
         hi = min(lo + step, batch)
         runner = make_neuron(block.neuron, block)
         runner.reset(hi - lo, node.a_bound, None if bias is None else bias[lo:hi])
-        for t in range(steps):
-            msg = runner.step(a_in[t][lo:hi])
-            train[t * batch + lo:t * batch + hi] = msg
-            rec.record_states(node.name, t, lo, hi, runner)
+        slices.append((lo, hi, runner))
+    recorded = node.name in rec.states
+    for t0, t1, a_in in inputs:
+        for lo, hi, runner in slices:
+            whole, c8 = hi - lo == batch, count8[lo:hi]
+            for t in range(t0, t1):
+                msg = runner.step(a_in[t - t0] if whole else a_in[t - t0][lo:hi])
+                train[t * batch + lo:t * batch + hi] = msg
+                c8.add_(msg if msg.dtype == torch.uint8 else (msg != 0).view(torch.uint8))
+                if (t + 1) % COUNT_FLUSH == 0:
+                    counts[lo:hi] += c8.numpy()
+                    c8.zero_()
+                if recorded:
+                    rec.record_states(node.name, t, lo, hi, runner)
+    counts += count8.numpy()
+    finals: dict[str, list[torch.Tensor]] = {}
+    for _, _, runner in slices:
         for k, v in runner.states().items():
             finals.setdefault(k, []).append(v)
-    return train, {k: torch.cat(v) for k, v in finals.items()}
+    return train, finals

@@ -3,13 +3,15 @@
 Layouts: messages in are (B, *source.shape) (PyTorch order; a dense synapse flattens them in
 C order, like NetX ``flatten``); buffers out are int32 (B, *target.shape).
 
-Exactness: integer sums are computed with float32 BLAS/oneDNN when the bound
-``max_row_sum|W| * max|message|`` is <= 2^24, float64 when <= 2^53, and by splitting the messages
-into float64-exact digits otherwise; Lava's wraps are then applied explicitly.
+Exactness: when the bound ``max_row_sum|W| * max|message|`` is <= 2^24, integer sums are
+computed with oneDNN u8 x s8 kernels (uint8 messages <= 127) or float32 BLAS/oneDNN (others);
+with float64 when <= 2^53, and by splitting the messages into float64-exact digits beyond; Lava's
+wraps are then applied explicitly. A conv whose kernel is constant on stride-sized blocks (a
+folded average pool) runs as exact sum pooling then a stride-1 conv (``block_factor``).
 """
 from __future__ import annotations
 
-from functools import singledispatch
+from functools import partial, singledispatch
 from typing import Callable
 
 import numpy as np
@@ -19,11 +21,13 @@ import torch.nn.functional as F
 from loihi_conv.errors import LoihiConvError
 from loihi_conv.qir import ConvSyn, DenseSyn, Synapse
 
-from .arith import F32_EXACT, F64_EXACT, float_to_int32_x86, wrap, wrap32, zeros
+from .arith import F32_EXACT, F64_EXACT, I32_MAX, float_to_int32_x86, wrap, wrap32, zeros
 
 MAX_DELAY = 62  # NetX clips dense delays to 62 (DelayDense allows <= 63)
 CONV_WRAP = 2 ** 23  # conv a_buf is 24-bit signed
 DENSE_WRAP = 2 ** 31  # dense a_buf travels on an int32 channel
+CHUNK_BYTES = 2 ** 21  # float output of one layer-major synapse call: stays in L2
+INT8_SRC_MAX = 127  # largest uint8 message the oneDNN u8 x s8 kernels sum exactly (_int8_kernel)
 
 
 class ExactLinear:
@@ -59,41 +63,52 @@ class ExactLinear:
         """Upper bound on |W·s| (and every partial sum) when |s| <= max_abs."""
         return self.row_l1 * max_abs
 
-    def __call__(self, s: torch.Tensor, max_abs: int) -> torch.Tensor:
-        """Exact ``W·s``: int32 when the bound is < 2^31, else int64 (exact, or mod 2^64)."""
+    def __call__(self, s: torch.Tensor, max_abs: int, out: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Exact ``W·s``: int32 when the bound is < 2^31, else int64 (exact, or mod 2^64).
+
+        ``out``: an int32 tensor of the result's shape and layout to convert an int32 result
+        into (no temporary); an int64 result never goes there.
+        """
+        y = self._exact(s, max_abs)
+        if self.bound(max_abs) >= DENSE_WRAP:
+            return y.to(torch.int64)
+        return y.to(torch.int32) if out is None else out.copy_(y)
+
+    def _exact(self, s: torch.Tensor, max_abs: int) -> torch.Tensor:
+        """``W·s`` in the cheapest exact form: float32 / float64 / int64 holding the integers."""
         b = self.bound(max_abs)
         if s.dtype == torch.bool:
             s = s.view(torch.uint8)  # same bytes; uint8 -> float is ~8x faster than bool -> float
-        if self._int8_fn is not None and max_abs <= 1 and s.dtype == torch.uint8 \
+        if self._int8_fn is not None and max_abs <= INT8_SRC_MAX and s.dtype == torch.uint8 \
                 and b <= F32_EXACT:
             if self._int8 is None:
                 self._int8 = _int8_kernel(self.weight.numpy(), self._int8_fn)
                 self._int8_fn = None if self._int8 is None else self._int8_fn
             if self._int8 is not None:
-                return self._int8(s).to(torch.int32)
+                return self._int8(s)
         if b <= F32_EXACT:
-            return self.fn(s.to(torch.float32), self._weight(torch.float32)).to(torch.int32)
+            return self.fn(s.to(torch.float32), self._weight(torch.float32))
         if b <= F64_EXACT:
-            y = self.fn(s.to(torch.float64), self._weight(torch.float64))
-            return y.to(torch.int32 if b < DENSE_WRAP else torch.int64)
+            return self.fn(s.to(torch.float64), self._weight(torch.float64))
         # Split s = hi * 2^k + lo with 0 <= lo < 2^k so that each part's sum is float64-exact.
         k = max(1, (F64_EXACT // max(self.row_l1, 1)).bit_length() - 1)
         s = s.to(torch.int64)
         lo = s & ((1 << k) - 1)
         hi = s >> k
-        y_lo = self(lo, (1 << k) - 1).to(torch.int64)
-        y_hi = self(hi, (max_abs >> k) + 1).to(torch.int64)
+        y_lo = self._exact(lo, (1 << k) - 1).to(torch.int64)
+        y_hi = self._exact(hi, (max_abs >> k) + 1).to(torch.int64)
         return y_lo + (y_hi << k)
 
 
 def _int8_kernel(w: np.ndarray, factory) -> Callable | None:
-    """An exact int8 kernel for 0/1 messages, or None when the weights do not fit.
+    """An exact int8 kernel for uint8 messages in [0, 127], or None when the weights do not fit.
 
     Loihi weights are 8-bit mantissas times 2^k: ``w = q * 2^k`` with q in [-128, 127]. oneDNN's
-    u8 x s8 kernels accumulate in int32 (exact; 0/1 inputs cannot saturate even the pre-VNNI
-    16-bit pair sums, |q1 + q2| <= 256) and convert to float32 with the per-channel scale 2^k:
-    exact whenever the float32 path is (bound <= 2^24; a power-of-two scale only moves the
-    exponent). It is ~4-8x faster than the float32 kernels on CPUs with VNNI.
+    u8 x s8 kernels accumulate in int32 (exact; inputs <= 127 cannot saturate even the pre-VNNI
+    16-bit pair sums, |s1 q1 + s2 q2| <= 2 * 127 * 128 < 2^15) and convert to float32 with the
+    per-channel scale 2^k: exact whenever the float32 path is (bound <= 2^24; a power-of-two
+    scale only moves the exponent). It is ~4-8x faster than the float32 kernels on CPUs with VNNI.
     """
     if factory is None or w.size == 0 or not np.any(w):
         return None
@@ -156,12 +171,32 @@ class DenseRunner:
                 f"dense synapse from '{syn.source}' has weight shape {w.shape}, expected "
                 f"{(n_out, n_in)} for source shape {src_shape} and target shape {dst_shape}",
                 "give DenseSyn.weight as (N_out, N_in) with N_in the C-order flattened source")
-        self.dst_shape = tuple(dst_shape)
+        self.src_shape, self.dst_shape = tuple(src_shape), tuple(dst_shape)
         delay = self._delays(syn, w.shape)
         self.depth = int(delay.max()) + 1 if delay.size else 1
         self.ops = {int(d): ExactLinear(np.where(delay == d, w, 0), F.linear, _qlinear)
                     for d in np.unique(delay)}
+        self.delays = tuple(sorted(self.ops))  # the distinct delays (apply's keys)
+        self._nhwc_ops: dict[int, ExactLinear] | None = None  # built on first use
+        self._scratch: dict = {}  # apply's output, reused by the next apply (see scratch)
         self.can_freeze = self.depth == 1  # constant input -> constant buffer
+
+    def _flat(self, s: torch.Tensor) -> tuple[torch.Tensor, dict[int, ExactLinear]]:
+        """(B, *source.shape) -> (B, N_in) and the ops whose weight columns are in that order.
+
+        A channels-last (B, C, H, W) source is flattened in its memory order (H, W, C), a view,
+        with the weight columns permuted to match: NetX's C-order flatten would copy the train.
+        """
+        if s.ndim != 4 or s.is_contiguous() or not s.is_contiguous(
+                memory_format=torch.channels_last):
+            return s.reshape(s.shape[0], -1), self.ops
+        if self._nhwc_ops is None:
+            c, h, w = self.src_shape
+            self._nhwc_ops = {d: ExactLinear(op.weight.numpy().reshape(-1, c, h, w)
+                                             .transpose(0, 2, 3, 1).reshape(-1, c * h * w),
+                                             F.linear, _qlinear)
+                              for d, op in self.ops.items()}
+        return s.permute(0, 2, 3, 1).reshape(s.shape[0], -1), self._nhwc_ops
 
     @staticmethod
     def _delays(syn: DenseSyn, shape: tuple[int, int]) -> np.ndarray:
@@ -200,21 +235,27 @@ class DenseRunner:
 
     def apply(self, s: torch.Tensor, max_abs: int) -> dict[int, torch.Tensor]:
         """Layer-major: W·s for many messages at once, (M, *source.shape) -> {delay d: (M,
-        *target.shape)}; int32 already wrapped without delays, else exact int64 parts that
-        ``finish`` wraps once they are summed per arrival step (the ring buffer's sum)."""
-        s = s.reshape(s.shape[0], -1)
+        *target.shape)}; int32 already wrapped without delays (overwritten by the next
+        ``apply``), else exact int64 parts that ``finish`` wraps once they are summed per
+        arrival step (the ring buffer's sum)."""
+        s, ops = self._flat(s)
         if self.depth == 1:
-            return {0: self._undelayed(s, max_abs)}
+            y = scratch(self._scratch, 0, (s.shape[0], int(np.prod(self.dst_shape))),
+                        torch.int32)
+            return {0: in_chunks(partial(self._undelayed, ops[0]), s, max_abs, y)
+                    .reshape(-1, *self.dst_shape)}
         return {d: op(s, max_abs).to(torch.int64).reshape(-1, *self.dst_shape)
-                for d, op in self.ops.items()}
+                for d, op in ops.items()}
 
-    def _undelayed(self, s: torch.Tensor, max_abs: int) -> torch.Tensor:
-        """W·s of a synapse without delays, wrapped like Lava's int32 channel when it can overflow."""
-        op = self.ops[0]
-        y = op(s, max_abs)
-        if op.bound(max_abs) >= DENSE_WRAP:
-            y = wrap32(y).to(torch.int32)
-        return y.reshape(-1, *self.dst_shape)
+    @staticmethod
+    def _undelayed(op: ExactLinear, s: torch.Tensor, max_abs: int,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+        """W·s of a synapse without delays, wrapped like Lava's int32 channel when it can
+        overflow: (B, N_in) -> (B, N_out) int32 (into ``out`` when given)."""
+        if op.bound(max_abs) < DENSE_WRAP:
+            return op(s, max_abs, out)
+        y = wrap32(op(s, max_abs)).to(torch.int32)
+        return y if out is None else out.copy_(y)
 
     @staticmethod
     def finish(acc: torch.Tensor) -> torch.Tensor:
@@ -223,11 +264,11 @@ class DenseRunner:
 
     def receive(self, s: torch.Tensor, max_abs: int) -> None:
         """Accumulate W·s(t); must follow ``send`` of the same step."""
-        s = s.reshape(s.shape[0], -1)
+        s, ops = self._flat(s)
         if self.depth == 1:
-            self.buf = self._undelayed(s, max_abs)
+            self.buf = self._undelayed(ops[0], s, max_abs).reshape(-1, *self.dst_shape)
             return
-        for d, op in self.ops.items():
+        for d, op in ops.items():
             self.ring[(self.ptr + 1 + d) % self.depth] += op(s, max_abs).to(torch.int64)
         self.ptr = (self.ptr + 1) % self.depth
 
@@ -249,6 +290,7 @@ class ConvRunner:
     """
 
     can_freeze = True
+    delays = (0,)  # apply's keys
 
     def __init__(self, syn: ConvSyn, src_shape: tuple[int, ...], dst_shape: tuple[int, ...]):
         w = np.asarray(syn.weight, dtype=np.int64)
@@ -266,12 +308,24 @@ class ConvRunner:
         self.dst_shape = tuple(dst_shape)
         stride, padding, dilation, groups = (tuple(syn.stride), tuple(syn.padding),
                                              tuple(syn.dilation), int(syn.groups))
+        sub = block_factor(w, stride, dilation)
+        # A kernel constant on stride-sized blocks (an average pool folded into the next conv)
+        # is sum pooling followed by a stride-1 conv with one tap per block: stride^2 fewer MACs.
+        self.block, self.padding = (stride, padding) if sub is not None else (None, None)
+        if sub is not None:
+            w, stride, padding = sub, (1, 1), (0, 0)
+        self.gain = 1 if self.block is None else self.block[0] * self.block[1]
+        self._scratch: dict = {}  # apply's output, reused by the next apply (see scratch)
         self.op = ExactLinear(w, lambda s, wt: F.conv2d(s, wt, None, stride, padding, dilation,
                                                         groups),
                               _qconv(stride, padding, dilation, groups))
 
+    def bound(self, max_abs: int) -> int:
+        """Bound on |W·s| (before the 24-bit wrap) for messages |s| <= max_abs."""
+        return self.op.bound(max_abs * self.gain)
+
     def out_bound(self, max_abs: int) -> int:
-        return min(self.op.bound(max_abs), CONV_WRAP)
+        return min(self.bound(max_abs), CONV_WRAP)
 
     def reset(self, batch: int) -> None:
         self.buf = zeros(batch, self.dst_shape, torch.int32)
@@ -281,17 +335,118 @@ class ConvRunner:
 
     def apply(self, s: torch.Tensor, max_abs: int) -> dict[int, torch.Tensor]:
         """Layer-major: the buffers of many messages at once, (M, *source.shape) channels-last
-        -> {0: (M, *target.shape) int32 channels-last}."""
-        self.receive(s, max_abs)
-        y, self.buf = self.buf, None
-        return {0: y}
+        -> {0: (M, *target.shape) int32 channels-last}, overwritten by the next ``apply``."""
+        y = scratch(self._scratch, 0, (s.shape[0], *self.dst_shape), torch.int32)
+        return {0: in_chunks(self._buffer, s, max_abs, y)}
 
     def receive(self, s: torch.Tensor, max_abs: int) -> None:
-        # Channels-last in, channels-last out: the target's states are channels-last too.
-        y = self.op(s.contiguous(memory_format=torch.channels_last), max_abs)
-        if self.op.bound(max_abs) >= CONV_WRAP:
-            y = wrap(float_to_int32_x86(y.to(torch.int64)), 24).to(torch.int32)
-        self.buf = y.contiguous(memory_format=torch.channels_last)  # (no-op unless C_in == 1)
+        self.buf = self._buffer(s, max_abs)
+
+    def _buffer(self, s: torch.Tensor, max_abs: int, out: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """The 24-bit wrapped ``W·s``: (B, *source.shape) -> (B, *target.shape) int32 (into
+        ``out`` when given). Channels-last in and out: the target's states are channels-last."""
+        s = s.contiguous(memory_format=torch.channels_last)
+        wide = self.bound(max_abs) >= CONV_WRAP
+        if self.block is not None:
+            s, max_abs = block_sum(F.pad(s, _pad4(self.padding)) if any(self.padding) else s,
+                                   self.block, max_abs)
+        if not wide:
+            y = self.op(s, max_abs, out)
+        else:
+            y = wrap(float_to_int32_x86(self.op(s, max_abs).to(torch.int64)), 24).to(torch.int32)
+            y = y if out is None else out.copy_(y)
+        return y.contiguous(memory_format=torch.channels_last)  # (no-op unless C_out == 1)
+
+
+def scratch(cache: dict, key, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialized tensor (channels-last when 4-D) kept in ``cache[key]``: the leading
+    rows of the kept one when it has enough, so its previous contents die at the next call.
+
+    Layer-major runs allocate the same large trains chunk after chunk; writing into the pages
+    of the last chunk avoids the page faults of a fresh allocation (glibc maps every
+    allocation above 32 MiB anew), ~10% of a run.
+    """
+    t = cache.get(key)
+    if t is None or tuple(t.shape[1:]) != tuple(shape[1:]) or t.shape[0] < shape[0] \
+            or t.dtype != dtype:
+        cache[key] = None  # free the old one first
+        t = cache[key] = torch.empty(shape, dtype=dtype, memory_format=torch.channels_last
+                                     if len(shape) == 4 else torch.contiguous_format)
+    return t[:shape[0]]
+
+
+def in_chunks(fn: Callable, s: torch.Tensor, max_abs: int, out: torch.Tensor) -> torch.Tensor:
+    """``fn(s[rows], max_abs, out[rows])`` over row chunks of CHUNK_BYTES of output: the
+    float result of each chunk is still in cache when it is converted into ``out``."""
+    rows = max(1, CHUNK_BYTES // max(1, out[:1].numel() * 4))
+    for lo in range(0, s.shape[0], rows):
+        fn(s[lo:lo + rows], max_abs, out[lo:lo + rows])
+    return out
+
+
+def block_factor(w: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int]
+                 ) -> np.ndarray | None:
+    """The one-tap-per-block kernel V (C_out, C_in/g, kH/sh, kW/sw) when the conv kernel W is
+    constant on stride-sized blocks, ``W[o, i, sh*y + a, sw*x + b] = V[o, i, y, x]``; else None.
+
+    Then ``conv(s, W, stride) = conv(block_sum(s), V, 1)`` exactly (regroup the sum over the
+    kernel taps by block): what folding an average pool into the following conv produces.
+    """
+    sh, sw = stride
+    if (sh, sw) == (1, 1) or tuple(dilation) != (1, 1) or w.shape[2] % sh or w.shape[3] % sw:
+        return None
+    v = w[:, :, ::sh, ::sw]
+    if not np.array_equal(np.repeat(np.repeat(v, sh, axis=2), sw, axis=3), w):
+        return None
+    return np.ascontiguousarray(v)
+
+
+def _pad4(padding: tuple[int, int]) -> tuple[int, int, int, int]:
+    return (padding[1], padding[1], padding[0], padding[0])
+
+
+def block_sum(s: torch.Tensor, block: tuple[int, int], max_abs: int) -> tuple[torch.Tensor, int]:
+    """Exact sums of ``s`` over non-overlapping (sh, sw) blocks (sum pooling; rows and columns
+    past the last whole block are dropped). Returns the sums and the bound on their |value|.
+
+    Layouts: s (B, C, H, W) int, best channels-last -> (B, C, H//sh, W//sw) channels-last.
+    Sums stay uint8 when they fit (spikes: <= sh*sw), else int32 or int64.
+    """
+    sh, sw = block
+    bound = sh * sw * max_abs
+    if s.dtype == torch.bool:
+        s = s.view(torch.uint8)
+    dtype = (torch.uint8 if s.dtype == torch.uint8 and bound <= 255 else
+             torch.int32 if bound <= I32_MAX else torch.int64)
+    b, c, h, w = s.shape
+    ho, wo = h // sh, w // sw
+    x = s[:, :, :ho * sh, :wo * sw].to(dtype).permute(0, 2, 3, 1)  # (B, H, W, C) view
+    x = x.reshape(b, ho, sh, wo * sw * c)  # a view when s is channels-last and not cropped
+    rows = x[:, :, 0]
+    for i in range(1, sh):
+        rows = rows + x[:, :, i]  # contiguous rows: vectorized adds
+    rows = rows.reshape(b * ho * wo, sw, c)
+    if dtype == torch.uint8 and bound <= 127:
+        rows = _swar(rows)
+    out = rows[:, 0]
+    for j in range(1, sw):
+        out = out + rows[:, j]
+    return out.view(dtype).reshape(b, ho, wo, c).permute(0, 3, 1, 2), bound
+
+
+def _swar(x: torch.Tensor) -> torch.Tensor:
+    """View the last axis of a uint8 tensor as wider ints, so one add sums several byte lanes.
+
+    Exact when every lane sum is <= 127: no carry crosses a lane and no signed word overflows.
+    The caller views the result back as uint8.
+    """
+    if not x.is_contiguous():
+        return x
+    for dtype, k in ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2)):
+        if x.shape[-1] % k == 0 and x.storage_offset() % k == 0:
+            return x.view(dtype)
+    return x
 
 
 @singledispatch
