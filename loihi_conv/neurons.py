@@ -11,12 +11,13 @@ with ``@register_neuron("name")``, and read any extra options from ``node.params
 """
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 
 from loihi_conv import ir
 from loihi_conv.errors import LoihiConvError
+from loihi_conv.registry import lookup, registrar
 
 Tensor = torch.Tensor
 State = dict[str, Tensor]
@@ -24,24 +25,12 @@ State = dict[str, Tensor]
 NEURON_MODELS: dict[str, type["NeuronModel"]] = {}
 
 
-def register_neuron(name: str) -> Callable[[type["NeuronModel"]], type["NeuronModel"]]:
-    """Class decorator: make a neuron model available under ``name`` (``ir.Neuron.model``)."""
-
-    def deco(cls: type[NeuronModel]) -> type[NeuronModel]:
-        cls.name = name
-        NEURON_MODELS[name] = cls
-        return cls
-
-    return deco
+register_neuron = registrar(NEURON_MODELS, "neuron model (``ir.Neuron.model``)")
 
 
 def get_neuron_model(name: str) -> "NeuronModel":
     """The registered model called ``name``; a LoihiConvError lists the known names otherwise."""
-    try:
-        return NEURON_MODELS[name]()
-    except KeyError:
-        raise LoihiConvError(f"unknown neuron model {name!r}",
-                             f"use one of: {', '.join(sorted(NEURON_MODELS))}") from None
+    return lookup(NEURON_MODELS, name, "neuron model")()
 
 
 def channel_view(vec: Tensor, shape: tuple[int, ...]) -> Tensor:

@@ -27,12 +27,13 @@ precisely Hu's per-branch factors. No special case is needed.
 """
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 
 from loihi_conv import ir, ops
 from loihi_conv.errors import LoihiConvError
+from loihi_conv.registry import lookup, registrar
 from loihi_conv.neurons import NEURON_MODELS, threshold_scale
 from loihi_conv.observe import ActivationStats, ObserverSpec
 
@@ -42,24 +43,12 @@ GRANULARITIES = ("layer", "channel")
 NORMALIZERS: dict[str, type["Normalizer"]] = {}
 
 
-def register_normalizer(name: str) -> Callable[[type["Normalizer"]], type["Normalizer"]]:
-    """Class decorator: make a normalizer available under ``name`` (``Recipe.normalizer``)."""
-
-    def deco(cls: type[Normalizer]) -> type[Normalizer]:
-        cls.name = name
-        NORMALIZERS[name] = cls
-        return cls
-
-    return deco
+register_normalizer = registrar(NORMALIZERS, "normalizer (``Recipe.normalizer``)")
 
 
 def get_normalizer(name: str, **options) -> "Normalizer":
     """Instantiate the normalizer ``name``; a LoihiConvError lists the registered names."""
-    try:
-        cls = NORMALIZERS[name]
-    except KeyError:
-        raise LoihiConvError(f"unknown normalizer {name!r}",
-                             f"use one of: {', '.join(sorted(NORMALIZERS))}") from None
+    cls = lookup(NORMALIZERS, name, "normalizer")
     return cls(**{k: v for k, v in options.items() if k in cls.options})
 
 

@@ -28,6 +28,7 @@ import torch
 
 from loihi_conv import ir, ops
 from loihi_conv.errors import LoihiConvError
+from loihi_conv.registry import lookup, registrar
 
 Tensor = torch.Tensor
 
@@ -35,23 +36,12 @@ OBSERVERS: dict[str, type["Observer"]] = {}
 SITES = ("pre", "post")
 
 
-def register_observer(name: str) -> Callable[[type["Observer"]], type["Observer"]]:
-    """Class decorator: make an observer available under ``name``."""
-
-    def deco(cls: type[Observer]) -> type[Observer]:
-        cls.name = name
-        OBSERVERS[name] = cls
-        return cls
-
-    return deco
+register_observer = registrar(OBSERVERS, "observer")
 
 
 def make_observer(name: str, max_samples: int, **options) -> "Observer":
     """Instantiate the observer registered as ``name`` for at most ``max_samples`` samples."""
-    try:
-        cls = OBSERVERS[name]
-    except KeyError:
-        raise LoihiConvError(f"unknown observer {name!r}", f"use one of: {', '.join(sorted(OBSERVERS))}") from None
+    cls = lookup(OBSERVERS, name, "observer")
     return cls(max_samples=max_samples, **options)
 
 

@@ -21,12 +21,13 @@ convolutional output -- with the class (channel) dim 1, PyTorch order.
 """
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 
 from loihi_conv import ir
 from loihi_conv.errors import LoihiConvError
+from loihi_conv.registry import lookup, registrar
 from loihi_conv.neurons import get_neuron_model
 
 Tensor = torch.Tensor
@@ -37,24 +38,12 @@ DEFAULT_READOUT = "potential"
 THRESHOLD_PROBE = "/output-threshold"  # suffix of the ReLU ``convert`` observes the output through
 
 
-def register_readout(name: str) -> Callable[[type["Readout"]], type["Readout"]]:
-    """Class decorator: make a readout scheme available under ``name`` (``Recipe.output``)."""
-
-    def deco(cls: type[Readout]) -> type[Readout]:
-        cls.name = name
-        READOUTS[name] = cls
-        return cls
-
-    return deco
+register_readout = registrar(READOUTS, "readout scheme (``Recipe.output``)")
 
 
 def readout_class(name: str) -> type["Readout"]:
     """The scheme registered as ``name``; a LoihiConvError lists the known names otherwise."""
-    try:
-        return READOUTS[name]
-    except (KeyError, TypeError):
-        raise LoihiConvError(f"unknown output readout {name!r}",
-                             f"use one of: {', '.join(sorted(READOUTS))}") from None
+    return lookup(READOUTS, name, "output readout")
 
 
 def readout_name(graph: ir.Graph) -> str:

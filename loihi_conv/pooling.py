@@ -17,13 +17,13 @@ refuses MaxPool2d).
 """
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from loihi_conv import ir
-from loihi_conv.errors import LoihiConvError
+from loihi_conv.registry import lookup, registrar
 
 Tensor = torch.Tensor
 State = dict[str, Tensor]
@@ -32,24 +32,12 @@ POOLING_SCHEMES: dict[str, type["PoolScheme"]] = {}
 DEFAULT_SCHEME = "mli"
 
 
-def register_pooling(name: str) -> Callable[[type["PoolScheme"]], type["PoolScheme"]]:
-    """Class decorator: make a spiking max-pool scheme available under ``name``."""
-
-    def deco(cls: type[PoolScheme]) -> type[PoolScheme]:
-        cls.name = name
-        POOLING_SCHEMES[name] = cls
-        return cls
-
-    return deco
+register_pooling = registrar(POOLING_SCHEMES, "spiking max-pool scheme (``Recipe.max_pool``)")
 
 
 def get_pooling(name: str) -> "PoolScheme":
     """The registered scheme called ``name``; a LoihiConvError lists the known names otherwise."""
-    try:
-        return POOLING_SCHEMES[name]()
-    except KeyError:
-        raise LoihiConvError(f"unknown max-pool scheme {name!r}",
-                             f"use one of: {', '.join(sorted(POOLING_SCHEMES))}") from None
+    return lookup(POOLING_SCHEMES, name, "max-pool scheme")()
 
 
 def scheme_name(graph: ir.Graph) -> str:
