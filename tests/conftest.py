@@ -27,3 +27,23 @@ def one_thread():
 def seeded():
     """Tests draw random inputs; keep every run identical."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def fit():
+    """``fit(model, x, y, steps)``: train a tiny test model in place (Adam, lr 1e-2, ``steps``
+    minibatches of 100 cycling over x), enough for the tests that need a trained network."""
+    import torch.nn.functional as F
+
+    def run(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.nn.Module:
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        n = x.shape[0]
+        for i in range(steps):
+            idx = slice((i * 100) % n, (i * 100) % n + 100)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return model
+
+    return run

@@ -2,7 +2,6 @@
 softmax (Rueckauer 2016 §3.5). Layout: inputs (N, C, H, W), scores (N, classes)."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from loihi_conv import ir
@@ -26,17 +25,10 @@ def noisy_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def net():
+def net(fit):
     torch.manual_seed(0)
     x, y = noisy_digits(1000, seed=1)
-    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.Adam(m.parameters(), 1e-2)
-    for i in range(60):
-        idx = slice((i * 100) % 1000, (i * 100) % 1000 + 100)
-        loss = F.cross_entropy(m(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    m = fit(nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), x, y, 60)
     xt, _ = noisy_digits(200, seed=2)
     with torch.no_grad():
         ann = m(xt).argmax(1)

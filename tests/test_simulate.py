@@ -8,7 +8,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
-import torch.nn.functional as F
 
 from loihi_conv import ir, ops
 from loihi_conv.errors import LoihiConvError
@@ -71,17 +70,10 @@ def synthetic_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(fit):
     torch.manual_seed(0)
     x, y = synthetic_digits(1000, seed=1)
-    m = tiny_cnn()
-    opt = torch.optim.Adam(m.parameters(), 1e-2)
-    for i in range(150):
-        idx = slice((i * 100) % 1000, (i * 100) % 1000 + 100)
-        loss = F.cross_entropy(m(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    m = fit(tiny_cnn(), x, y, 150)
     xt, yt = synthetic_digits(100, seed=2)
     with torch.no_grad():
         acc = (m(xt).argmax(1) == yt).float().mean().item()
