@@ -306,8 +306,8 @@ def _script(args: str, files: dict, **env) -> subprocess.CompletedProcess:
                           text=True, timeout=120, env={**os.environ, **env})
 
 
-@pytest.mark.skipif(not SCRIPT.exists(), reason="the loihi-conv script is not installed in .venv")
 def test_real_process_exit_codes_and_no_traceback(files, tmp_path):
+    assert SCRIPT.exists(), "scripts/setup.sh installs the loihi-conv console script into .venv"
     proc = _script("emulate {garbage_net} -i {x_int} -s 4 -o {dir}/y.npy", files)
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and "not a readable HDF5 file" in proc.stderr
