@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from loihi_conv import qir
+from loihi_conv.qir import mantissa_bits
 
 REF = "shared/research/lava-netx-reference.md §5"
 NETX_READOUT_VTH = 131072  # lava-dl netx/hdf5.py: 1 << 18 - 1 (operator precedence)
@@ -248,17 +249,6 @@ def _weight_stats(w: np.ndarray) -> dict[str, Any]:
             "weight_bits": mantissa_bits(w), "weights": int(w.size), "nonzero_weights": int(np.count_nonzero(w))}
 
 
-def mantissa_bits(w: np.ndarray) -> int:
-    """Bits of the weights as Loihi stores them: a signed mantissa times a shared power of two
-    (even ints in [-254, 254] are 8-bit). Same rule as ``loihi_conv.quantize.report.mantissa_bits``,
-    kept here so that inspecting a file does not import torch."""
-    nz = np.abs(w[w != 0])
-    if nz.size == 0:
-        return 0
-    shift = 0
-    while not np.any(nz % (2 << shift)) and shift < 62:
-        shift += 1
-    return int(nz.max() >> shift).bit_length() + int(w.min() < 0)
 
 
 def conv_taps(size: int, kernel: int, stride: int, padding: int, dilation: int) -> np.ndarray:

@@ -153,3 +153,16 @@ class QNetwork:
         for b in self.blocks:
             hops[b.name] = max((hops[s.source] + 1 for s in b.synapses), default=0)
         return hops[self.blocks[-1].name]
+
+
+def mantissa_bits(w: np.ndarray) -> int:
+    """Bits of integer weights as Loihi stores them: a signed mantissa times a shared power of two
+    (even ints in [-254, 254] are 8-bit: mantissa [-127, 127], times 2). Here, with numpy only, so
+    that inspecting a file does not import torch."""
+    nz = np.abs(w[w != 0])
+    if nz.size == 0:
+        return 0
+    k = 0
+    while not np.any(nz % (2 << k)) and k < 62:
+        k += 1
+    return int(nz.max() >> k).bit_length() + int(w.min() < 0)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from loihi_conv import qir
+from loihi_conv.qir import mantissa_bits
 
 from .common import INT16_MAX, STATE_MAX
 
@@ -301,16 +302,6 @@ def _weights(block: qir.Block) -> np.ndarray:
     return np.concatenate([np.asarray(s.weight, dtype=np.int64).ravel() for s in block.synapses])
 
 
-def mantissa_bits(w: np.ndarray) -> int:
-    """Bits of the weights as Loihi stores them: a signed mantissa times a shared power of two
-    (even ints in [-254, 254] are 8-bit: mantissa [-127, 127], times 2)."""
-    nz = np.abs(w[w != 0])
-    if nz.size == 0:
-        return 0
-    k = 0
-    while not np.any(nz % (2 << k)) and k < 62:
-        k += 1
-    return int(nz.max() >> k).bit_length() + int(w.min() < 0)
 
 
 @singledispatch
