@@ -19,3 +19,12 @@ class NetXFormatError(LoihiConvError):
     """A NetX file that is malformed, truncated or unsupported."""
 
     exit_code = 3
+
+
+def reject_unknown(given, known, what: str) -> None:
+    """One LoihiConvError listing every key of ``given`` not in ``known`` (``what``: e.g.
+    "recipe" or "quantize"), and the known ones."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise LoihiConvError(f"{what}: unknown option(s) {', '.join(unknown)}",
+                             f"known options: {', '.join(sorted(known))}")

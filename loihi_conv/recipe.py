@@ -12,7 +12,7 @@ from typing import Any
 import tomli
 import tomli_w
 
-from loihi_conv.errors import LoihiConvError
+from loihi_conv.errors import LoihiConvError, reject_unknown
 
 
 @dataclass
@@ -174,11 +174,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
         """Build and validate a recipe; unknown keys are an error listing the known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise LoihiConvError(f"recipe: unknown option(s) {', '.join(unknown)}",
-                                 f"known options: {', '.join(sorted(known))}")
+        reject_unknown(d, {f.name for f in fields(cls)}, "recipe")
         return cls(**d)
 
     def to_toml(self, path: str | Path) -> Path:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from loihi_conv import qir
-from loihi_conv.errors import LoihiConvError
+from loihi_conv.errors import LoihiConvError, reject_unknown
 
 from .fold import DT, FBlock, FConv, FDense, apply_syn, channel_view
 
@@ -92,11 +92,7 @@ class Options:
 
     @classmethod
     def build(cls, opts: dict[str, Any]) -> "Options":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(opts) - known)
-        if unknown:
-            raise LoihiConvError(f"quantize: unknown option(s) {', '.join(unknown)}",
-                                 f"known options: {', '.join(sorted(known))}")
+        reject_unknown(opts, {f.name for f in fields(cls)}, "quantize")
         o = cls(**opts)
         checks = [
             (o.weight_step in (1, 2), "weight_step must be 1 or 2"),
