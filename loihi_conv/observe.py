@@ -171,10 +171,12 @@ ObserverSpec = Mapping[str, tuple[str, dict]]
 
 @dataclass
 class ActivationStats:
-    """Observers per ReLU node and site: ``observers[site][relu_name][key]``."""
+    """Observers per ReLU node and site: ``observers[site][relu_name][key]``; ``graph`` is the
+    ANN they observed (a normalizer may read trained parameters of the ReLU nodes, e.g. QReLU)."""
 
     n_samples: int
     observers: dict[str, dict[str, dict[str, Observer]]] = field(default_factory=dict)
+    graph: ir.Graph | None = None
 
     def channel(self, relu: str, key: str, site: str = "post") -> Tensor:
         """(C,) per-channel statistic ``key`` of ReLU ``relu`` at ``site``."""
@@ -207,7 +209,7 @@ def observe(graph: ir.Graph, batches: Iterable[Tensor], observers: ObserverSpec,
     stats = ActivationStats(0, {
         site: {r.name: {k: make_observer(name, max_samples, **opts) for k, (name, opts) in observers.items()}
                for r in relus}
-        for site in sites})
+        for site in sites}, graph)
     for xb in _take(batches, max_samples):
         _, acts = ops.forward(graph, xb, record=True)
         stats.n_samples += xb.shape[0]

@@ -56,7 +56,7 @@ from loihi_conv import ir, ops
 from loihi_conv.errors import LoihiConvError
 from loihi_conv.neurons import max_units, threshold_scale
 from loihi_conv.normalize import Normalizer, register_normalizer
-from loihi_conv.observe import Observer, make_observer, register_observer
+from loihi_conv.observe import make_observer
 from loihi_conv.trace import MODULES
 
 Tensor = torch.Tensor
@@ -183,42 +183,9 @@ def _trace_qrelu(cx, node: fx.Node) -> QReLUNode:
 
 MODULES[QReLU] = _trace_qrelu
 
-# The "qrelu" observer reads the node a QReLUNode output came from through this attribute: the
-# normalizer API passes it activations only, and lambda is not a statistic of them.
-_TAG = "_loihi_conv_qrelu"
-
-
 @ops.apply.register
 def _(node: QReLUNode, x: Tensor) -> Tensor:
-    out = qrelu(x, node.clip, node.levels, node.rounding)
-    setattr(out, _TAG, node)
-    return out
-
-
-@register_observer("qrelu")
-class QReLUObserver(Observer):
-    """Remembers the ``QReLUNode`` whose output it sees (None for a plain ReLU): ``channel()``
-    is that node's lambda for every channel. For a plain ReLU it keeps the running maximum
-    (the fallback for the output probe of ``Recipe.output="spikes"``, which has no lambda)."""
-
-    def __init__(self, max_samples: int):
-        super().__init__(max_samples)
-        self.node: QReLUNode | None = None
-        self.max = torch.tensor(0.0)
-        self.channels = 0
-
-    def update(self, x: Tensor) -> None:  # the tagged tensor itself, not a detached copy
-        self.samples += x.shape[0]
-        self.node = getattr(x, _TAG, None)
-        self.channels = x.shape[1]
-        if self.node is None:
-            self.max = torch.maximum(self.max, x.detach().float().max())
-
-    def channel(self) -> Tensor:
-        return self.layer().reshape(1).expand(self.channels).clone()
-
-    def layer(self) -> Tensor:
-        return self.node.clip.clone() if self.node is not None else self.max.clone()
+    return qrelu(x, node.clip, node.levels, node.rounding)
 
 
 @register_normalizer("qrelu")
@@ -240,15 +207,15 @@ class QReLUNormalizer(Normalizer):
         self.v_init, self.clip_round = float(v_init), bool(clip_round)
 
     def observers(self):
-        return {"qrelu": ("qrelu", {})}
+        return {"max": ("max", {})}  # only for the output probe, which has no lambda
 
     def thresholds(self, stats) -> dict[str, Tensor]:
         from loihi_conv.outputs import THRESHOLD_PROBE
 
-        found = {relu: obs["qrelu"] for relu, obs in stats.observers["post"].items()}
-        probes = {relu: obs for relu, obs in found.items() if relu.endswith(THRESHOLD_PROBE)}
-        found = {relu: obs for relu, obs in found.items() if relu not in probes}
-        plain = [relu for relu, obs in found.items() if obs.node is None]
+        relus = list(stats.observers["post"])
+        probes = [relu for relu in relus if relu.endswith(THRESHOLD_PROBE)]
+        found = {relu: stats.graph[relu] for relu in relus if relu not in probes}
+        plain = [relu for relu, node in found.items() if not isinstance(node, QReLUNode)]
         if plain:
             raise LoihiConvError(
                 f"normalizer 'qrelu' needs QReLU activations, but {', '.join(plain)} "
@@ -256,11 +223,12 @@ class QReLUNormalizer(Normalizer):
                 "fine-tune the model with QReLU first (loihi-conv finetune-qrelu, or "
                 "loihi_conv.qat.finetune), or use normalizer 'percentile'")
         out = {}
-        for relu, obs in found.items():
-            self._check(relu, obs.node)
-            out[relu] = obs.channel()
-        for relu, obs in probes.items():  # the output has no QReLU: max-norm (Diehl et al. 2015)
-            out[relu] = obs.channel().clamp_min(_MIN_CLIP)
+        for relu, node in found.items():
+            self._check(relu, node)
+            out[relu] = node.clip.reshape(1).expand(node.shape[0]).clone()  # lambda per layer
+        for relu in probes:  # the output has no QReLU: max-norm (Diehl et al. 2015)
+            top = stats.layer(relu, "max").clamp_min(_MIN_CLIP)
+            out[relu] = top.reshape(1).expand(stats.graph[relu].shape[0]).clone()
         return out
 
     def _check(self, relu: str, node: QReLUNode) -> None:
