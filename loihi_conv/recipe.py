@@ -13,6 +13,7 @@ import tomli
 import tomli_w
 
 from loihi_conv.errors import LoihiConvError, reject_unknown
+from loihi_conv.methods.calibrate import clip_floor_rate
 
 
 @dataclass
@@ -133,9 +134,10 @@ class Recipe:
             bad(f"acp_granularity={self.acp_granularity!r} is unknown", "use 'neuron' or 'channel'")
         if not isinstance(self.acp_weights, bool):
             bad(f"acp_weights={self.acp_weights!r} must be true or false", "use acp_weights=true")
-        if self.acp_weights and self.neuron_model != "if-soft":
+        if self.acp_weights and not clip_floor_rate(self.neuron_model, self.neuron_params):
             bad(f"acp_weights models the soft-reset IF neuron's rate (ClipRound, eq. 21), not "
-                f"{self.neuron_model!r}", "use neuron_model='if-soft' or acp_weights=false")
+                f"{self.neuron_model!r} {self.neuron_params or ''}",
+                "use neuron_model 'if-soft', 'if-burst' or 'if-multibit' with s_max <= 2, or acp_weights=false")
         if self.acp_weights and self.acp is not True:
             bad("acp_weights=true needs acp=true (weights calibration is the second half of ACP)",
                 "set acp=true as well, or acp_weights=false")

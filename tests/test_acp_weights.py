@@ -52,10 +52,13 @@ def _layer_mse(snn, ann, x, T, name) -> float:
     return float(e.pow(2).mean())
 
 
+@pytest.mark.parametrize("model,params,units", [("if-soft", {}, 1), ("if-burst", {"burst": 3}, 3),
+                                                 ("if-multibit", {"s_max": 2}, 2)])
 @pytest.mark.parametrize("delay", [0, 1])
-def test_layer_model_is_the_if_neuron_for_constant_input(delay):
-    """Eq. (21): for a constant drive the soft-reset IF output is exactly
-    theta/window * clip(floor((charge + v0)/theta), 0, window), clip regions included."""
+def test_layer_model_is_the_if_neuron_for_constant_input(delay, model, params, units):
+    """Eq. (21): for a constant drive a charge-conserving soft-reset neuron sends exactly
+    theta/window * clip(floor((charge + v0)/theta), 0, U * window), clip regions included, U
+    its units per step (1 plain IF, Γ burst, S_max <= 2 multi-bit)."""
     n, T, theta = 301, 6, 1.5
     eye = torch.eye(n)
     g = ir.Graph({"x": ir.Input("x", (), (n,)),
@@ -64,7 +67,9 @@ def test_layer_model_is_the_if_neuron_for_constant_input(delay):
                   "out": ir.Linear("out", ("relu",), weight=eye.clone(), bias=torch.zeros(n))}, "out")
     ann = ops.infer_shapes(g)
     snn = to_snn(ann, {"relu": theta}, v_init=0.5)
-    x = torch.linspace(-0.3 * theta, 1.3 * theta, n).unsqueeze(0).repeat(2, 1)
+    snn.replace("relu", ir.clone_node(snn["relu"], model=model, params=params,
+                                      threshold=torch.full((1,), theta)))
+    x = torch.linspace(-0.3 * theta, 1.3 * units * theta, n).unsqueeze(0).repeat(2, 1)
     cache = cache_layer(snn, ann, x, T, delay, "relu")
     with torch.no_grad():
         model = layer_rates(feeding_synapse(snn, snn["relu"]), snn["relu"], cache.inputs, cache.rest,
@@ -72,8 +77,14 @@ def test_layer_model_is_the_if_neuron_for_constant_input(delay):
     res = simulate(snn, x, [T], delay=delay, record="neuron")
     assert cache.window == res.window(T, "relu")
     simulated = res.activations(T)["relu"]
-    assert float(simulated.min()) == 0.0 and float(simulated.max()) == pytest.approx(theta)  # both clips hit
+    assert float(simulated.min()) == 0.0 and float(simulated.max()) == pytest.approx(units * theta)  # both clips
     torch.testing.assert_close(model, simulated, rtol=0, atol=1e-5)
+
+
+def test_weights_calibration_refuses_rates_it_does_not_model():
+    """Multi-bit S_max=4 skips counts (3 is sent as 2 + 1): eq. (21) is not its rate."""
+    with pytest.raises(LoihiConvError, match="s_max <= 2"):
+        Recipe(neuron_model="if-multibit", neuron_params={"s_max": 4}, acp=True, acp_weights=True).validate()
 
 
 def test_weights_calibration_lowers_each_layers_simulated_error():

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from loihi_conv import ir, ops
 from loihi_conv.errors import LoihiConvError
-from loihi_conv.neurons import channel_view
+from loihi_conv.neurons import channel_view, max_units
 from loihi_conv.simulate import levels, simulate
 
 Tensor = torch.Tensor
@@ -211,10 +211,22 @@ def cache_layer(snn: ir.Graph, ann: ir.Graph, x: Tensor, T: int, delay: int, nam
                       steps - lv[name] * delay)
 
 
+def clip_floor_rate(model: str, params: dict | None = None) -> bool:
+    """Whether a ``model`` neuron's output for a constant input is eq. (21)'s ClipFloor of the
+    charge with a ceiling of ``U = max_units`` per step, ``clip(floor(charge / theta), 0, U *
+    window)``: true for the charge-conserving soft-reset models that can send every count up to
+    U in one step -- if-soft (U = 1), if-burst (U = Γ), and if-multibit with S_max <= 2 (whose
+    payloads {0, 1, 2} are then all the counts; larger S_max skips 3, 5, 6, 7, ...)."""
+    if model in ("if-soft", "if-burst"):
+        return True
+    return model == "if-multibit" and max_units(ir.Neuron("probe", (), model=model, params=dict(params or {}))) <= 2
+
+
 def _check_soft_reset(node: ir.Neuron) -> None:
-    if node.model != "if-soft":
-        raise LoihiConvError(f"weights calibration models the soft-reset IF neuron (eq. 21); neuron "
-                             f"{node.name} is {node.model!r}", "convert with neuron_model 'if-soft'")
+    if not clip_floor_rate(node.model, node.params):
+        raise LoihiConvError(f"weights calibration models the soft-reset IF neuron's rate (eq. 21); neuron "
+                             f"{node.name} is {node.model!r} {node.params or ''}",
+                             "convert with neuron_model 'if-soft', 'if-burst' or 'if-multibit' with s_max <= 2")
 
 
 def _floor_ste(u: Tensor) -> Tensor:
@@ -226,11 +238,12 @@ def layer_rates(syn: ir.Conv2d | ir.Linear, node: ir.Neuron, inputs: Tensor, res
                 window: int) -> Tensor:
     """Calibration paper eq. (21), differentiable in ``syn.weight`` through eq. (24): the
     soft-reset IF neuron's output in ANN units for constant input,
-    ``theta/window * clip(floor((steps * syn(inputs) + rest) / theta), 0, window)`` --
-    ClipFloor of the charge, ClipRound when the ClipRound bias (or v(0) = theta/2) is in it."""
+    ``theta/window * clip(floor((steps * syn(inputs) + rest) / theta), 0, U * window)`` --
+    ClipFloor of the charge, ClipRound when the ClipRound bias (or v(0) = theta/2) is in it;
+    U = the model's units per step (1 for if-soft, Γ for if-burst)."""
     theta = channel_view(node.threshold.float(), (1,) + tuple(node.shape))
     charge = steps * ops.apply(syn, inputs) + rest
-    return _floor_ste(charge / theta).clamp(0, window) * theta / window
+    return _floor_ste(charge / theta).clamp(0, window * max_units(node)) * theta / window
 
 
 def calibrate_weights(snn: ir.Graph, node: ir.Neuron, cache: LayerCache, opt: WeightCalibration) -> tuple[float, float]:
