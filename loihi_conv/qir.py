@@ -72,13 +72,22 @@ class SoftIF:
     ``mode`` names the float model whose spike payload it reproduces (docs/architecture.md):
     'if-soft' (binary spikes, the default), 'if-burst', 'if-multibit', 'if-buffered' (graded
     spikes carrying n threshold units, signed for 'if-buffered'); ``max_units`` is the largest
-    |n| per step (Γ for burst, S_max for multi-bit/buffered; 1 for 'if-soft')."""
+    |n| per step (Γ for burst, S_max for multi-bit/buffered; 1 for 'if-soft').
+
+    ``clamp_steps`` (voltage clamping, ``Recipe.clamp_delay``): on steps t = 1..clamp_steps of
+    a sample the neuron is held -- no input, no bias, v stays v_init << 6, payload 0.
+    ``spicalib_beta`` (None: off): SpiCalib's ISI monitor with the integer allowance beta on the
+    mode's payload (SpiCalib eq. 10-11, exact integer form in loihi_conv/spicalib.py): the
+    payload may then be -1 less (signed graded messages). Both count steps with a per-sample
+    step counter ``t``; docs/architecture.md "Fixed-point semantics"."""
     vth: np.ndarray
     v_init: np.ndarray | None = None
     bias_exp: int = 6
     params: dict[str, Any] = field(default_factory=dict)
     mode: str = "if-soft"
     max_units: int = 1
+    clamp_steps: int = 0
+    spicalib_beta: int | None = None
 
 
 @dataclass(eq=False)

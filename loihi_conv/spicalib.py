@@ -55,8 +55,14 @@ def _base(node: ir.Neuron) -> str:
     return base
 
 
-def _as_base(node: ir.Neuron) -> ir.Neuron:
+def base_node(node: ir.Neuron) -> ir.Neuron:
+    """The monitored ``base`` neuron of a spicalib ``node`` (same params, model = base)."""
     return ir.clone_node(node, model=_base(node))
+
+
+def beta(node: ir.Neuron) -> float:
+    """The allowance ``params['beta']`` of a spicalib ``node`` (validated, steps >= 0)."""
+    return _beta(node)
 
 
 @register_neuron("spicalib")
@@ -69,48 +75,61 @@ class SpiCalibNeuron(NeuronModel):
     SIN detection: ``t - t' > phi + beta`` (no spike although the expected next one is more than
     the allowance ``beta`` overdue).
     Twin synapse (eq. 11): while a neuron is flagged and ``net >= 1`` (net threshold units sent
-    so far, spikes minus corrections), it sends ``-1``; ``net`` never goes below zero, so only
-    spikes already sent are taken back and the membrane is untouched.
+    so far, spikes minus corrections), it sends ``-1``; the membrane is untouched.
     Output: ``s(t) - correction(t)`` threshold units.
 
-    Deviations from the authors' code (BrainCog ``SpiCalib``): ``t`` counts steps from 1, so a
-    neuron spiking every step has ``phi = 1`` from its first spike (theirs starts at t = 0); and
-    ``net`` stops at zero (theirs keeps decreasing while a never-spiking neuron stays flagged,
-    which later swallows that many of its genuine spikes -- nothing in the paper asks for that).
+    Exact integer form (shared with the fixed-point SoftIF, ``qir.SoftIF.spicalib_beta``): the
+    mean ISI is ``phi = t' / N`` exactly, so ``phi`` need not be stored. Proof by induction: it
+    holds initially (``phi = t' = N = 0``, i.e. ``phi N = t'``); if ``phi N = t'`` before a spike
+    at t, eq. 10 gives ``phi_new (N + 1) = phi N + t - t' = t = t'_new``. Hence, for ``N >= 1``,
+    the SIN test ``t - t' > phi + beta`` is ``N (t - t') > t' + N beta`` (multiplied by N > 0),
+    and for ``N = 0`` nothing was sent (``net = 0``) so no correction can happen either way. In
+    integers (integer beta) there is no division and no rounding; here the float tensors hold
+    the same integers (exact below 2^24 in float32), so float and fixed point agree spike for
+    spike. ``beta`` may stay real in this float model.
+
+    Deviations from the authors' code (BrainCog ``SpiCalib``): ``t`` counts the neuron's own
+    steps from 1 -- the steps it integrates, so a clamped neuron (``clamp_steps``) starts
+    counting when the clamp ends -- and a neuron spiking every step has ``phi = 1`` from its first
+    spike (theirs starts at t = 0); and a correction needs ``net >= 1``, so corrections alone
+    never take ``net`` below zero (theirs keeps decreasing while a never-spiking neuron stays
+    flagged, which later swallows that many of its genuine spikes -- nothing in the paper asks for
+    that). With ``base = 'if-buffered'`` the base's own negative spikes still count into ``net``.
     """
 
     @staticmethod
     def threshold_scale(node: ir.Neuron) -> float:
         _beta(node)  # recipe validation reaches the options through here
-        base = _as_base(node)
+        base = base_node(node)
         return threshold_scale(base.model, base.params)
 
     @staticmethod
     def max_units(node: ir.Neuron) -> int:
-        return max_units(_as_base(node))
+        return max_units(base_node(node))
 
     def init_state(self, shape, node, dtype=torch.float32, device=None) -> State:
-        base_node = _as_base(node)
-        base = get_neuron_model(base_node.model)
-        state = base.init_state(shape, base_node, dtype, device)
+        bnode = base_node(node)
+        base = get_neuron_model(bnode.model)
+        state = base.init_state(shape, bnode, dtype, device)
         zeros = lambda: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
         # The base model rides in the state: one SpiCalib instance may serve nodes with different bases.
         state.update({"base_model": base, "t": torch.zeros((), dtype=dtype, device=device),
                       "beta": torch.tensor(_beta(node), dtype=dtype, device=device),
-                      "isi": zeros(), "n_spikes": zeros(), "t_last": zeros(), "net": zeros(),
-                      "out": zeros()})
+                      "n_spikes": zeros(), "t_last": zeros(), "net": zeros(), "out": zeros(),
+                      "_lhs": zeros(), "_rhs": zeros()})
         return state
 
     def step(self, state: State, current: Tensor) -> Tensor:
         s = state["base_model"].step(state, current)
         t = state["t"].add_(1)
-        isi, n, t_last, net, out = state["isi"], state["n_spikes"], state["t_last"], state["net"], state["out"]
+        n, t_last, net, out = state["n_spikes"], state["t_last"], state["net"], state["out"]
+        lhs, rhs = state["_lhs"], state["_rhs"]
         fired = s > 0
-        isi.copy_(torch.where(fired, (isi * n + (t - t_last)) / (n + 1), isi))  # eq. 10
-        n.add_(fired)
-        t_last.masked_fill_(fired, float(t))
-        flagged = (t - t_last) > isi + state["beta"]                              # SIN detected
-        correction = flagged & (net >= 1)                                         # twin synapse
+        n.add_(fired)                                                   # eq. 10: N += 1 ...
+        t_last.masked_fill_(fired, float(t))                            # ... t' = t (phi = t'/N)
+        torch.mul(n, torch.sub(t, t_last, out=lhs), out=lhs)             # N (t - t')
+        torch.add(t_last, n, alpha=float(state["beta"]), out=rhs)       # t' + N beta
+        correction = (lhs > rhs) & (net >= 1)                           # SIN detected, twin synapse
         torch.sub(s, correction.to(s.dtype), out=out)
         net.add_(out)
         return out

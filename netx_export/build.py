@@ -8,8 +8,9 @@ Two engines:
   sign mode chosen by ``weights.lava_dense_encoding``), LIF / SoftIF / Delta / SigmaDelta /
   Sigma neurons, and several synapses into one ``a_in`` for fan-in (Lava sums an InPort's
   incoming connections, magma/core/model/py/ports.py:333-351). A synapse fed by a graded
-  neuron (SDNN, or SoftIF in a burst/multi-bit/buffered mode) gets ``num_message_bits > 0``
-  (``MESSAGE_BITS``), so Lava applies ``W · payload`` instead of casting spikes to bool.
+  neuron (SDNN, or SoftIF in a burst/multi-bit/buffered mode or with SpiCalib) gets
+  ``num_message_bits > 0`` (``MESSAGE_BITS``), so Lava applies ``W · payload`` instead of
+  casting spikes to bool.
 
 Layouts: QNetwork arrays are PyTorch order; every Lava process gets Lava order (W,H,C) via
 ``loihi_conv.layout``. ``LavaBlock.shape`` stays PyTorch order.
@@ -186,7 +187,9 @@ def _softif(neuron: qir.SoftIF, block: qir.Block):
     return SoftIF(shape=_whc(block.shape), vth=np.asarray(neuron.vth, np.int64),
                   v_init=0 if neuron.v_init is None else np.asarray(neuron.v_init, np.int64),
                   bias=0 if bias is None else bias, bias_exp=int(neuron.bias_exp),
-                  mode=str(neuron.mode), max_units=int(neuron.max_units))
+                  mode=str(neuron.mode), max_units=int(neuron.max_units),
+                  clamp_steps=int(neuron.clamp_steps),
+                  spicalib_beta=None if neuron.spicalib_beta is None else int(neuron.spicalib_beta))
 
 
 def _delta(neuron: qir.Delta, block: qir.Block):
@@ -217,10 +220,11 @@ NEURON_BUILDERS = {qir.Cuba: _lif, qir.Readout: _lif, qir.SoftIF: _softif, qir.D
 
 
 def _softif_bits(neuron: qir.SoftIF) -> int:
-    """0 for binary SoftIF spikes; the graded payload's width for burst/multi-bit/buffered."""
+    """0 for binary SoftIF spikes; the graded payload's width for burst/multi-bit/buffered or
+    SpiCalib (signed)."""
     from netx_export.procs.softif import message_bits
 
-    return message_bits(str(neuron.mode), int(neuron.max_units))
+    return message_bits(str(neuron.mode), int(neuron.max_units), neuron.spicalib_beta is not None)
 
 
 # Output payload bits of a neuron (netx: LIF 0 = binary spikes, SDNN 16): the receiving

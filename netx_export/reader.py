@@ -454,7 +454,11 @@ def _read_softif(n, block, is_input, ctx, w):
                       bias_exp=_scalar(n, "biasExp", w) if "biasExp" in n else 6,
                       params=params,
                       mode=_type(n, w, key="spikeMode") if graded else schema.SOFTIF_DEFAULT_MODE,
-                      max_units=_scalar(n, "maxUnits", w) if graded else 1)
+                      max_units=_scalar(n, "maxUnits", w) if graded else 1,
+                      clamp_steps=_scalar(n, schema.CLAMP_STEPS_KEY, w)
+                      if schema.CLAMP_STEPS_KEY in n else 0,
+                      spicalib_beta=_scalar(n, schema.SPICALIB_BETA_KEY, w)
+                      if schema.SPICALIB_BETA_KEY in n else None)
 
 
 _NEURON_READERS = {

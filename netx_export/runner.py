@@ -46,9 +46,24 @@ RESET_VARS = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"), qir.SoftIF: ("vb",)
 
 def state_names(neuron) -> tuple[str, ...]:
     """Probe-able states of a block's neuron: STATE_NAMES, plus the buffer V^b of a buffered
-    SoftIF (every SoftIF process has the Var; only the buffered mode uses it)."""
+    SoftIF (every SoftIF process has the Var; only the buffered mode uses it) and the SoftIF
+    step-counted Vars in use (``softif_counters``)."""
     extra = ("vb",) if getattr(neuron, "mode", None) == "if-buffered" else ()
-    return STATE_NAMES.get(type(neuron), ()) + extra
+    return STATE_NAMES.get(type(neuron), ()) + extra + softif_counters(neuron)
+
+
+def reset_vars(neuron) -> tuple[str, ...]:
+    """Vars zeroed between samples: RESET_VARS plus the SoftIF step-counted Vars in use."""
+    return RESET_VARS[type(neuron)] + softif_counters(neuron)
+
+
+def softif_counters(neuron) -> tuple[str, ...]:
+    """SoftIF Vars that count steps (procs.softif.COUNTERS) and are in use: ``t`` with clamping
+    or SpiCalib, ``n_spikes``/``t_last``/``net`` with SpiCalib. Every SoftIF process has them;
+    unused ones stay 0, so only these need a reset (a compiled net is reused across samples)."""
+    spicalib = getattr(neuron, "spicalib_beta", None) is not None
+    counted = spicalib or getattr(neuron, "clamp_steps", 0) > 0
+    return (("t",) if counted else ()) + (("n_spikes", "t_last", "net") if spicalib else ())
 
 
 BIAS_VARS = {qir.Cuba: "bias_mant", qir.Readout: "bias_mant", qir.SoftIF: "bias_mant"}
@@ -350,7 +365,7 @@ def _sample_reset(net: LavaNet, steps: int):
     targets = []
     for lb in net.blocks:
         if lb.neuron is not None:
-            for name in RESET_VARS[type(lb.model)]:
+            for name in reset_vars(lb.model):
                 var = getattr(lb.neuron, name)
                 targets.append((var, np.zeros(var.shape, np.int64)))
             targets += RESTART.get(type(lb.model), lambda lb: [])(lb)

@@ -44,6 +44,13 @@ VTH_MAX = 131071  # 17-bit unsigned vThMant (lif/models.py docstring)
 SOFTIF_MODES = {"if-soft": False, "if-burst": False, "if-multibit": True, "if-buffered": True}
 SOFTIF_DEFAULT_MODE = "if-soft"
 MAX_UNITS = 127  # largest |payload| per step: every graded SoftIF message fits a signed byte
+# SoftIF step-counted extension keys, both optional (absent: no clamping / no SpiCalib, so older
+# files read unchanged). Kept to 16 bits so a microcode neuron holds each in one register; the
+# SpiCalib comparison N (t - t') > t' + N beta is evaluated exactly (64-bit) by the emulator
+# and the Lava process.
+CLAMP_STEPS_KEY = "clampSteps"  # qir.SoftIF.clamp_steps, int in [0, COUNTER_MAX]
+SPICALIB_BETA_KEY = "spiCalibBeta"  # qir.SoftIF.spicalib_beta, int in [0, COUNTER_MAX]
+COUNTER_MAX = 2**16 - 1
 NETX_READOUT_VTH = 131072  # netx's default dense neuron: 1 << 18 - 1 (operator precedence)
 DECAY_MAX = 4096
 DELAY_MAX = 62  # netx clamps to 62 (hdf5.py:427-430)

@@ -247,6 +247,7 @@ def _(neuron: qir.SoftIF, block, fail, warn) -> None:
                f"block {n!r}: SoftIF v_init", "v_init<<6 must fit the 24-bit state", fail)
     _range(neuron.bias_exp, 0, 16, f"block {n!r}: SoftIF bias_exp", "use 0..16", fail)
     _softif_units(neuron, n, fail)
+    _softif_counters(neuron, n, fail)
     if block.bias is not None:
         lim = schema.STATE_MAX >> int(neuron.bias_exp)
         _range(block.bias, -lim, lim, f"block {n!r}: SoftIF bias",
@@ -268,6 +269,23 @@ def _softif_units(neuron: qir.SoftIF, n: str, fail: Fail) -> None:
     if schema.SOFTIF_MODES[mode] and units & (units - 1):
         raise fail(f"block {n!r}: SoftIF max_units {int(units)} of mode {mode!r} is not a "
                    "power of two", "multi-bit payloads are shifts: use S_max = 1, 2, 4, ...")
+
+
+def _softif_counters(neuron: qir.SoftIF, n: str, fail: Fail) -> None:
+    """Step-counted extras: ``clamp_steps`` an int in [0, COUNTER_MAX]; ``spicalib_beta`` None
+    (off) or an int in [0, COUNTER_MAX] (the fixed-point ISI monitor compares step counts)."""
+    _counter(neuron.clamp_steps, f"block {n!r}: SoftIF clamp_steps",
+             "give the clamped steps per sample as an int (0: no clamping)", fail)
+    if neuron.spicalib_beta is not None:
+        _counter(neuron.spicalib_beta, f"block {n!r}: SoftIF spicalib_beta",
+                 "give SpiCalib's allowance in steps as an int (None: off)", fail)
+
+
+def _counter(value, what: str, fix: str, fail: Fail) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise fail(f"{what} {value!r} is not an int", fix)
+    _range(value, 0, schema.COUNTER_MAX, what, f"{fix}, at most {schema.COUNTER_MAX} (16 bits)",
+           fail)
 
 
 def _sdnn_ranges(neuron, block, fail, warn) -> None:

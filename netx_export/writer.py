@@ -224,7 +224,8 @@ def _(neuron: qir.Sigma, g, block, is_input) -> None:
 @_write_neuron.register
 def _(neuron: qir.SoftIF, g, block, is_input) -> None:
     """Extension: per-channel vThMant and vInit, bias exponent, the graded payload mode and its
-    largest payload (only when not the binary default), free-form params as JSON."""
+    largest payload (only when not the binary default), clamp steps and SpiCalib's beta (only
+    when used), free-form params as JSON."""
     n = g.create_group("neuron")
     n["type"] = schema.type_array("SOFTIF")
     n["vThMant"] = schema.int_array(neuron.vth)
@@ -234,6 +235,10 @@ def _(neuron: qir.SoftIF, g, block, is_input) -> None:
     if neuron.mode != schema.SOFTIF_DEFAULT_MODE:  # graded payloads; absent = binary 'if-soft'
         n["spikeMode"] = schema.type_array(neuron.mode)
         n["maxUnits"] = schema.int_array(neuron.max_units)
+    if neuron.clamp_steps:  # absent = 0 (no clamping)
+        n[schema.CLAMP_STEPS_KEY] = schema.int_array(neuron.clamp_steps)
+    if neuron.spicalib_beta is not None:  # absent = no SpiCalib
+        n[schema.SPICALIB_BETA_KEY] = schema.int_array(neuron.spicalib_beta)
     if neuron.params:
         n.attrs["params"] = schema.to_json(neuron.params)
 

@@ -196,6 +196,7 @@ def _buffered(r: "SoftIFRunner", q: torch.Tensor) -> torch.Tensor:
 
 # Graded payload rules of qir.SoftIF.mode (the binary 'if-soft' has its own fast path).
 PAYLOADS = {"if-burst": _burst, "if-multibit": _multibit, "if-buffered": _buffered}
+SPICALIB_STATES = ("n_spikes", "t_last", "net")  # SoftIF states of SpiCalib (Lava Var names)
 
 
 class SoftIFRunner:
@@ -207,6 +208,14 @@ class SoftIFRunner:
     ``v(0) = v_init << 6``; exact integer arithmetic (no int16/int32 wraps inside the neuron;
     ``a`` is the int32 InPort sum like for every Lava neuron). Messages: uint8 0/1 for 'if-soft'
     (``binary``), else the int32 payload n in [-max_units, max_units] (graded spikes).
+
+    Step-counted extras (``SoftIF.clamp_steps``, ``SoftIF.spicalib_beta``; off: the plain paths
+    above, no counter): a counter ``t`` (steps of this sample, 1 at the first step); on steps
+    t <= clamp_steps nothing is integrated and the payload is 0 (voltage clamping); afterwards
+    SpiCalib (loihi_conv/spicalib.py, exact integer form of eq. 10-11) turns the payload n into
+    ``n - corr`` with t' = t - clamp_steps: ``N += n > 0``, ``t_last = t'`` where n > 0,
+    ``corr = N (t' - t_last) > t_last + N beta  and  net >= 1``, ``net += n - corr``.
+    SpiCalib messages are signed: graded int32, |message| <= max_units (+1 for 'if-buffered').
     """
 
     def __init__(self, neuron: SoftIF, block: Block):
@@ -228,9 +237,20 @@ class SoftIFRunner:
         if self.mode != "if-soft" and bool(torch.any(self.vth6 <= 0)):
             raise LoihiConvError(f"block '{block.name}': graded SoftIF needs vth >= 1",
                                  "requantize the block (thresholds are at least 1)")
-        self.binary = self.mode == "if-soft"
-        self.msg_bound = self.max_units
-        self.state_names = ("v", "vb") if self.mode == "if-buffered" else ("v",)
+        self.clamp_steps = int(neuron.clamp_steps)
+        beta = neuron.spicalib_beta
+        if self.clamp_steps < 0 or (beta is not None and int(beta) < 0):
+            raise LoihiConvError(f"block '{block.name}': SoftIF clamp_steps={self.clamp_steps}, "
+                                 f"spicalib_beta={beta} must be >= 0",
+                                 "use clamp_steps >= 0 and an integer beta >= 0 (or None)")
+        self.beta = None if beta is None else int(beta)
+        self.counted = self.clamp_steps > 0 or self.beta is not None  # else no counter at all
+        self.binary = self.mode == "if-soft" and self.beta is None
+        # A correction takes one unit off the payload: -1 for unsigned modes, -(U+1) buffered.
+        self.msg_bound = self.max_units + int(self.beta is not None and self.mode == "if-buffered")
+        self.state_names = (("v", "vb") if self.mode == "if-buffered" else ("v",)) \
+            + (("t",) if self.counted else ()) \
+            + (SPICALIB_STATES if self.beta is not None else ())
 
     def reset(self, batch: int, a_bound: int, bias=None) -> None:
         mant = bias if bias is not None else (self.bias if self.bias is not None else 0)
@@ -248,15 +268,47 @@ class SoftIFRunner:
         self._d = torch.empty_like(self.v)
         self.table = largest_power_of_two(self.max_units).to(self.dtype)
         self.vb = torch.zeros_like(self.v)  # buffer V^b / theta (if-buffered; else stays 0)
+        self.t = 0
+        if self.beta is not None:  # int64: N (t' - t_last) grows like steps^2
+            self.n_spikes = zeros(batch, self.shape, torch.int64)
+            self.t_last = torch.zeros_like(self.n_spikes)
+            self.net = torch.zeros_like(self.n_spikes)
 
     def step(self, a: torch.Tensor) -> torch.Tensor:
-        """In place; exact because ``reset`` chose a dtype in which no sum can overflow."""
+        """One step; the payload (uint8 0/1 if ``binary``, else int32)."""
+        return self._counted(a) if self.counted else self._integrate(a)
+
+    def _counted(self, a: torch.Tensor) -> torch.Tensor:
+        """Clamping, then SpiCalib on the plain payload (class docstring)."""
+        self.t += 1
+        if self.t <= self.clamp_steps:  # held: v stays v_init << 6, nothing sent
+            return torch.zeros(self.v.shape, dtype=torch.uint8 if self.binary else torch.int32)
+        n = self._integrate(a)
+        return n if self.beta is None else self._spicalib(n)
+
+    def _spicalib(self, n: torch.Tensor) -> torch.Tensor:
+        """SpiCalib eq. 10-11 in integers: phi = t_last / N exactly (loihi_conv/spicalib.py), so
+        ``t' - t_last > phi + beta`` is ``N (t' - t_last) > t_last + N beta`` for N >= 1, and
+        N = 0 (t_last = 0) is never flagged."""
+        tp = self.t - self.clamp_steps  # unclamped steps, from 1
+        n = n.to(torch.int64)
+        fired = n > 0
+        self.n_spikes.add_(fired)
+        self.t_last.masked_fill_(fired, tp)
+        flagged = self.n_spikes * (tp - self.t_last) > self.t_last + self.n_spikes * self.beta
+        out = n.sub_((flagged & (self.net >= 1)).to(torch.int64))
+        self.net.add_(out)
+        return out.to(torch.int32)
+
+    def _integrate(self, a: torch.Tensor) -> torch.Tensor:
+        """The plain SoftIF step, in place; exact because ``reset`` chose a dtype in which no
+        sum can overflow."""
         v = self.v
         v.add_(a.to(self.dtype), alpha=64)
         if self.has_bias:
             v.add_(self.bias_eff)
         v.clamp_(-(UV - 1), UV - 1)
-        if not self.binary:
+        if self.mode != "if-soft":
             return self._graded()
         # s = (v >= vth) as 0/1 ints (see Lif): clamp(v - (vth - 1), 0, 1); no overflow by the
         # dtype bound of ``reset`` (|v| + |vth| + 1 <= 2^23 + |vth| < 2^31).
@@ -279,8 +331,15 @@ class SoftIFRunner:
         return n.to(torch.int32)
 
     def states(self) -> dict[str, torch.Tensor]:
-        """Live state tensors (mutated in place by the next step: copy to keep)."""
-        return {"v": self.v, "vb": self.vb} if self.mode == "if-buffered" else {"v": self.v}
+        """Live state tensors (mutated in place by the next step: copy to keep); names as the
+        Lava process's Vars. ``t`` (one counter for the population) is broadcast to (B, *shape)
+        like Lava's per-neuron Var."""
+        out = {"v": self.v, "vb": self.vb}
+        if self.counted:
+            out["t"] = torch.full((), self.t, dtype=torch.int64).expand(self.v.shape)
+        if self.beta is not None:
+            out.update(n_spikes=self.n_spikes, t_last=self.t_last, net=self.net)
+        return {k: out[k] for k in self.state_names}
 
 
 def _sdn_scale(vth: int, spike_exp: int, state_exp: int, name: str) -> tuple[int, int]:

@@ -179,7 +179,7 @@ def _(neuron: qir.Cuba, block, a_step, a_acc, steps, in_rng):
 def _(neuron: qir.SoftIF, block, a_step, a_acc, steps, in_rng):
     """v < vth<<6 after a spike unless one step's input exceeds what one message can carry
     (max_units * vth; then it grows by the excess). Graded modes send up to U = max_units units
-    per step, a buffered neuron also -U (docs/targets.md §3.1)."""
+    per step, a buffered neuron also -U; SpiCalib takes one more unit back (docs/targets.md §3.1)."""
     (alo, ahi), (blo, bhi) = a_step, _bias_range(block)
     units = int(getattr(neuron, "max_units", 1))
     vth = np.asarray(neuron.vth, dtype=np.float64)
@@ -187,7 +187,8 @@ def _(neuron: qir.SoftIF, block, a_step, a_acc, steps, in_rng):
     inc = ahi + bhi
     hi = 64 * (np.maximum(units * vth, v0) + np.maximum(inc, 0) + steps * np.maximum(inc - units * vth, 0))
     lo = 64 * (np.minimum(v0, 0) + steps * np.minimum(alo + blo, 0))
-    low = -units if getattr(neuron, "mode", "") == "if-buffered" else 0
+    low = (-units if getattr(neuron, "mode", "") == "if-buffered" else 0) \
+        - int(getattr(neuron, "spicalib_beta", None) is not None)
     return ([StateRange("v", int(lo.min()), int(hi.max()), STATE_MAX, "saturate")],
             Msg((low, units), (low * steps, units * steps)))
 

@@ -15,13 +15,23 @@ spike, so the next layer's ``a = sum W_int n`` is the float ``sum W (n theta)`` 
 weights keep ``W theta sigma`` per unit. The search accounts for the larger payload: sources
 send up to U units per step ([-U, U] for negative spikes), a neuron holds up to ``U vth`` before
 it sends them, and the rate metric clips at U thresholds (``spiking.message_range``).
+
+Step-counted float features map one to one (``neuron_fields``): voltage clamping
+(``params['clamp_steps']``, ``Recipe.clamp_delay``) becomes ``SoftIF.clamp_steps``, and a
+``spicalib`` neuron becomes its base model's SoftIF mode with ``spicalib_beta = beta`` (an
+integer: the fixed-point monitor compares step counts exactly, loihi_conv/spicalib.py). Its
+payload may be one unit lower (-1, the twin synapse), which ``spiking.message_range`` gives the
+search.
 """
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 import torch
 
-from loihi_conv import qir
+from loihi_conv import ir, qir, spicalib
+from loihi_conv.errors import LoihiConvError
 
 from .common import DT, Context, Problem, geometric_grid, register_target
 from .fold import FBlock
@@ -35,7 +45,9 @@ class SoftIFRule:
     """One sigma per layer; per-channel vth = round(theta sigma) (module doc). Every float model
     maps to the SoftIF mode of the same name (binary 'if-soft', graded others)."""
     name = "if-soft"
-    models = {"if-soft": "exact", "if-burst": "exact", "if-multibit": "exact", "if-buffered": "exact"}
+    models = {"if-soft": "exact", "if-burst": "exact", "if-multibit": "exact", "if-buffered": "exact",
+              "spicalib": "exact"}
+    exact_params = frozenset({"clamp_steps"})  # spiking.FLOAT_ONLY_PARAMS that SoftIF holds
 
     def scales(self, block: FBlock, data, limit: torch.Tensor, opts) -> tuple[list, list]:
         top = float(limit.min())
@@ -52,8 +64,8 @@ class SoftIFRule:
             v_init = torch.round(v0.to(DT).flatten().expand(block.channels) * vth)
         units = message_range(block)[1]
         neuron = qir.SoftIF(vth=_ints(vth), v_init=None if v_init is None else _ints(v_init),
-                            bias_exp=6, params=dict(block.neuron.params or {}),
-                            mode=block.neuron.model, max_units=units)
+                            bias_exp=6, params=dict(block.neuron.params or {}), max_units=units,
+                            **neuron_fields(block.neuron, block.name))
         cand = hidden_candidate(block, data, opts, scale, sigma, vth, neuron, units)
         if units > MAX_UNITS:
             cand.problems.append(Problem(
@@ -65,6 +77,34 @@ class SoftIFRule:
         cand.info["threshold_rel_error"] = float(err.max()) if err.numel() else 0.0  # clamped ones: flagged
         cand.info["thresholds_clamped"] = int(clamped.sum())
         return cand
+
+
+def neuron_fields(node: ir.Neuron, name: str) -> dict:
+    """``mode``, ``clamp_steps`` and ``spicalib_beta`` of the SoftIF reproducing float ``node``."""
+    fields = MODEL_FIELDS.get(node.model, lambda n, b: {"mode": n.model})(node, name)
+    return {**fields, "clamp_steps": _clamp_steps(node, name)}
+
+
+def _spicalib_fields(node: ir.Neuron, name: str) -> dict:
+    """SpiCalib (eq. 10-11) on the base model's payload, with an integer allowance."""
+    beta = spicalib.beta(node)
+    if not float(beta).is_integer():
+        raise LoihiConvError(f"block '{name}': SpiCalib beta={beta} is not an integer; the fixed-point "
+                             "ISI monitor compares integer step counts (N (t - t') > t' + N beta)",
+                             f"use an integer beta, e.g. neuron_params={{'beta': {round(beta)}}}")
+    return {"mode": spicalib.base_node(node).model, "spicalib_beta": int(beta)}
+
+
+MODEL_FIELDS = {"spicalib": _spicalib_fields}  # float model -> SoftIF fields (default: same mode)
+
+
+def _clamp_steps(node: ir.Neuron, name: str) -> int:
+    steps = (node.params or {}).get("clamp_steps", 0)
+    if not isinstance(steps, numbers.Real) or isinstance(steps, bool) or not float(steps).is_integer() \
+            or steps < 0:
+        raise LoihiConvError(f"block '{name}': params['clamp_steps']={steps!r} is not an integer >= 0",
+                             "set voltage clamping with Recipe.clamp_delay (an integer)")
+    return int(steps)
 
 
 def _ints(t: torch.Tensor) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
-from loihi_conv import qir
+from loihi_conv import qir, spicalib
 from loihi_conv.errors import LoihiConvError
 from loihi_conv.neurons import max_units
 
@@ -248,12 +248,22 @@ def _safe(num: float, den: float) -> float:
 NEGATIVE_SPIKES = ("if-buffered",)
 
 
+def _lowest_payload(node, u: int) -> int:
+    return -u if node.model in NEGATIVE_SPIKES else 0
+
+
+# Models whose lowest payload differs: SpiCalib's twin synapse sends one unit less than its
+# base model (eq. 11): -1 for unsigned bases, -(U+1) for a buffered one.
+LOWEST_PAYLOAD = {"spicalib": lambda node, u: _lowest_payload(spicalib.base_node(node), u) - 1}
+
+
 def message_range(block: FBlock) -> tuple[int, int]:
     """Per-step payload range of a hidden population in threshold units: [0, U] with
     U = ``neurons.max_units`` (1 for unit spikes, Γ for burst, S_max for multi-bit), [-U, U] for
-    models with negative spikes."""
-    u = max_units(block.neuron)
-    return (-u if block.neuron.model in NEGATIVE_SPIKES else 0, u)
+    models with negative spikes, one lower for SpiCalib (``LOWEST_PAYLOAD``)."""
+    node = block.neuron
+    u = max_units(node)
+    return (LOWEST_PAYLOAD.get(node.model, _lowest_payload)(node, u), u)
 
 
 def rate_forward(blocks: list[FBlock], x: Tensor) -> dict[str, Tensor]:
@@ -359,27 +369,29 @@ def quantize_spiking(ctx: Context, rule: HiddenRule) -> qir.QNetwork:
             problems += cand.problems
         qblocks.append(qir.Block(b.name, tuple(b.shape), [to_qsyn(d.syn, w) for d, w in zip(data, cand.weights)],
                                  None if cand.bias is None else _np(cand.bias), cand.neuron))
-        note = rule.models[b.neuron.model] if b.role == "hidden" else "exact"
+        note = rule.models[b.neuron.model] if b.neuron is not None else "exact"
         layers[b.name] = layer_meta(b, data, cand, ctx, approx=note != "exact")
         if b.role == "output":
-            out_sigma = float(cand.scale)
+            out_sigma = float(cand.sigma.max())  # the readout's scale (cuba spiking output: V/theta)
     enforce(problems, ctx.opts.force)
     meta = {"target": rule.name, "timesteps": ctx.timesteps, "steps_run": ctx.steps_run,
             "input_range": [ctx.x_lo, ctx.x_hi],
             "input_range_int": [round(ctx.x_lo * scale_in), round(ctx.x_hi * scale_in)],
             "calibrated": not ctx.synthetic, "readout_state": "v",
-            "layers": layers, "notes": ctx.notes + [n for b in ctx.blocks[1:-1]
+            "layers": layers, "notes": ctx.notes + [n for b in ctx.blocks[1:] if b.neuron is not None
                                                     for n in _model_notes(b, rule)]}
     return qir.QNetwork(qblocks, input_scale=scale_in, output_scale=64.0 * out_sigma, meta=jsonable(meta))
 
 
 # Float-SNN-only neuron params (loihi_conv.methods) that a target with exact neurons must not
-# silently drop; cuba drops every v(0) change by design and flags it ("params-dropped").
+# silently drop (unless its rule lists them in ``exact_params``: if-soft holds clamp_steps);
+# cuba drops every v(0) change by design and flags it ("params-dropped").
 FLOAT_ONLY_PARAMS = {
     "v0": ("a per-neuron initial potential (ACP with acp_granularity='neuron') has no per-neuron "
            "v_init in SoftIF", "convert with acp_granularity='channel' (exported as v_init)"),
-    "clamp_steps": ("voltage clamping (clamp_delay) holds layers for their first steps; no fixed-point "
-                    "target has a per-layer start step", "convert with clamp_delay=0 for export"),
+    "clamp_steps": ("voltage clamping (clamp_delay) holds layers for their first steps; this target's "
+                    "neurons have no per-layer start step",
+                    "convert with clamp_delay=0 for export, or use target 'if-soft' (SoftIF.clamp_steps)"),
 }
 
 
@@ -391,7 +403,8 @@ def _check_models(ctx: Context, rule: HiddenRule) -> None:
                                  f"use a model among {sorted(rule.models)} or another target")
         if rule.models[b.neuron.model] != "exact":
             continue  # approximated targets (cuba) drop and flag what they cannot hold
-        for key in sorted(set(b.neuron.params or {}) & set(FLOAT_ONLY_PARAMS)):
+        held = getattr(rule, "exact_params", frozenset())  # params the target's neuron expresses
+        for key in sorted(set(b.neuron.params or {}) & set(FLOAT_ONLY_PARAMS) - held):
             why, fix = FLOAT_ONLY_PARAMS[key]
             raise LoihiConvError(f"block '{b.name}': {why}, so target {rule.name!r} cannot run it exactly", fix)
 
