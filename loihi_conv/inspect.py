@@ -388,7 +388,8 @@ def _memory(syns: list[SynapseInfo]) -> int:
 
 def layer_info(index: int, block: qir.Block, shapes: dict[str, tuple[int, ...]]) -> LayerInfo:
     """Describe one block (``shapes``: block name -> shape of every earlier block)."""
-    syns = [synapse_info(s, shapes[s.source], tuple(block.shape)) for s in block.synapses]
+    syns = [synapse_info(s, qir.synapse_input_shape(s, shapes[s.source]), tuple(block.shape))
+            for s in block.synapses]
     kind = "input" if block.is_input else syns[0].kind
     neurons = int(np.prod(block.shape))
     bias = None if block.bias is None else (int(np.min(block.bias)), int(np.max(block.bias)))

@@ -12,8 +12,14 @@ node's input at one step, its output the node's output at that step, (N, C, H', 
 ``F.max_pool2d`` (kernel, stride, padding, ceil mode) shapes it.
 
 Which scheme a graph uses: ``graph.meta["recipe"]["max_pool"]`` (``Recipe.max_pool``), default
-``DEFAULT_SCHEME``. The fixed-point targets cannot express any of them yet (the quantizer
-refuses MaxPool2d).
+``DEFAULT_SCHEME``.
+
+Fixed point (``loihi_conv.quantize.fold``): ``avg`` is linear and folds into the next conv/dense
+synapse (``as_linear``), so it exports to NetX/Lava; mli, rate-gate and spike-max run as a
+``qir.SpikePool`` stage (``stage``) on the next synapse's input, in the bit-exact emulator only
+(NetX has no spiking max-pool; the writer refuses them). The integer mli and spike-max compute
+exactly what the float ones do in threshold units; the integer rate gate has the same decay
+(1 - 2^-3) with floor rounding, so near-ties may gate differently (qir module doc).
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from loihi_conv import ir
+from loihi_conv import ir, qir
 from loihi_conv.registry import lookup, registrar
 
 Tensor = torch.Tensor
@@ -50,9 +56,17 @@ def _pool(node: ir.MaxPool2d, x: Tensor, **kw) -> Tensor:
 
 
 class PoolScheme:
-    """``init_state`` once per batch from the first input, then ``step`` every step."""
+    """``init_state`` once per batch from the first input, then ``step`` every step.
+
+    Fixed-point half: ``stage`` names the ``qir.SpikePool`` scheme that runs it on a synapse's
+    input, ``as_linear`` gives a linear node equal to it (folded like any synapse) or None.
+    """
 
     name: ClassVar[str] = ""
+    stage: ClassVar[str | None] = None
+
+    def as_linear(self, node: ir.MaxPool2d) -> ir.Node | None:
+        return None
 
     def init_state(self, node: ir.MaxPool2d, x: Tensor) -> State:
         return {}
@@ -66,6 +80,8 @@ class SpikeMax(PoolScheme):
     """Stateless max of each step's spike values: the ANN op applied to spikes. Biased high (its
     rate is that of the union of the window's spike trains); kept as a baseline only."""
 
+    stage = "spike-max"
+
     def step(self, node: ir.MaxPool2d, state: State, x: Tensor) -> Tensor:
         return _pool(node, x)
 
@@ -75,10 +91,17 @@ class AvgReplacement(PoolScheme):
     """The usual baseline of early conversions (Cao et al. 2015; Diehl et al. 2015): max-pooling
     replaced by average pooling of the spikes. Exact for the window's mean rate, so it loses
     whatever the max and the mean differ by -- the comparison point for the spiking max-pools.
-    Padding counts as zero input (``count_include_pad``), as a padded spiking window would."""
+    Padding counts as zero input (``count_include_pad``), as a padded spiking window would.
+    Linear: the quantizer folds it as ``as_linear``'s AvgPool2d (the same op, ``ops.apply``)."""
+
+    def as_linear(self, node: ir.MaxPool2d) -> ir.AvgPool2d:
+        return ir.AvgPool2d(node.name, node.inputs, node.shape, kernel_size=node.kernel_size,
+                            stride=node.stride, padding=node.padding, ceil_mode=node.ceil_mode,
+                            count_include_pad=True)
 
     def step(self, node: ir.MaxPool2d, state: State, x: Tensor) -> Tensor:
-        return F.avg_pool2d(x, node.kernel_size, node.stride, node.padding, ceil_mode=node.ceil_mode)
+        return F.avg_pool2d(x, node.kernel_size, node.stride, node.padding, ceil_mode=node.ceil_mode,
+                            count_include_pad=True)
 
 
 @register_pooling("rate-gate")
@@ -86,12 +109,17 @@ class RateGate(PoolScheme):
     """Gated max-pool (Rueckauer et al. 2016 §3.6): each output unit passes only the spikes of the
     window's neuron with the highest estimated firing rate, the estimate an exponentially
     weighted average ``r(t) = decay * r(t-1) + (1 - decay) * x(t)`` of the input (ANN units).
-    The paper gives no decay; 0.9 (a ~10-step memory) is a choice, not tuned. Overlapping windows and ceil mode come for free from ``F.max_pool2d``'s
-    argmax indices. Output values are the passed neuron's spikes, so rates stay in units of
-    one neuron; a switch of the gate can still pass or drop a spike (the scheme is approximate).
+    The paper gives no decay; 7/8 = 1 - 2^-3 (an ~8-step memory) is a choice, not tuned: the
+    fixed-point stage's shift (``qir.RATE_DECAY_SHIFT``), so float and integer gates have the same
+    time constant (they differ only by the integer floor, i.e. on near-ties). On mnist_cnn_maxpool
+    (1000 test images, T = 8..128) 0.9 and 0.875 give the same accuracy within 0.2 points.
+    Overlapping windows and ceil mode come for free from ``F.max_pool2d``'s argmax indices
+    (first index on ties). Output values are the passed neuron's spikes, so rates stay in units
+    of one neuron; a switch of the gate can still pass or drop a spike (the scheme is approximate).
     """
 
-    decay: ClassVar[float] = 0.9
+    stage = "rate-gate"
+    decay: ClassVar[float] = 1.0 - 2.0 ** -qir.RATE_DECAY_SHIFT
 
     def init_state(self, node: ir.MaxPool2d, x: Tensor) -> State:
         return {"rate": torch.zeros_like(x)}
@@ -118,8 +146,12 @@ class MLIPooling(PoolScheme):
     ``max_pool2d`` of ``C`` per step instead of per-block copies). Ceil mode: the paper pads
     right/bottom with zeros; ``F.max_pool2d`` ignores the missing positions, the same thing
     whenever ``C >= 0`` (spiking inputs; a buffered IF's net count never goes negative).
-    Output values are graded (a block can send several threshold units per step).
+    Outputs are whole threshold units and never exceed the largest input of the step
+    (``max_j C_j(t) - max_j C_j(t-1) <= max_j x_j(t)``): 0/1 spikes stay 0/1, graded inputs of up
+    to U units give at most U.
     """
+
+    stage = "mli"
 
     def init_state(self, node: ir.MaxPool2d, x: Tensor) -> State:
         return {"cum": torch.zeros_like(x), "sent": torch.zeros_like(_pool(node, x))}

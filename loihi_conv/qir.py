@@ -10,6 +10,29 @@ This is what the quantizer produces, what the NetX writer writes, what the NetX 
 Time: every synapse delays by one step (Lava's synapse sends the a_buf computed at t-1), plus
 ``delay`` extra steps on dense synapses. A block with several synapses sums them into one
 neuron input (Lava InPort fan-in), which is how residual adds are built.
+
+Spiking max-pool (``SpikePool``, loihi-conv emulator only): a synapse with ``pool`` set receives
+its source's out-port messages through a stateful integer pooling stage, and its weights act on
+the pooled (C, H', W') messages (a ``DenseSyn`` sees them flattened in C order). The stage runs
+in the synapse's receive, in the same step as the weights (no extra delay), which is the float
+SNN's timing: a MaxPool2d is part of the synapse path between two populations (a pooling block
+of its own would add the one-step delay of one more synapse). Messages are
+integer units per channel (0/1 spikes or graded n); within a channel all units are worth the
+same threshold, so a max over units is a max over rates. Per step, with ``maxpool`` PyTorch's
+``max_pool2d`` (kernel, stride, padding, ceil mode; padded positions never win; ties -> first
+index in row-major window order) and ``msg`` the source's (C, H, W) message:
+
+* ``mli`` (MLIPooling, SpiCalib §3.4): ``cum += msg``; ``total = maxpool(cum)``;
+  ``out = total - sent``; ``sent = total`` (exact integers). The cumulative output is the max of the
+  window's cumulative inputs; ``|out| <= max|msg|`` (0/1 stays 0/1).
+* ``rate-gate`` (Rueckauer et al. 2016 §3.6): ``r += (msg << RATE_INPUT_SHIFT) - (r >> RATE_DECAY_SHIFT)``
+  (arithmetic shift; an exponential rate estimate with decay 1 - 2^-3); ``out`` = the ``msg``
+  of the window's neuron with the largest ``r`` (first on ties).
+* ``spike-max``: ``out = maxpool(msg)`` (stateless; on the neuron-less input block it is the
+  ANN max-pool of the integer image, exact since rounding is monotone).
+
+Every scheme's output lies in the source's per-step message range, so message bounds carry over.
+NetX (standard or extension) has no such stage: the writer refuses pooled synapses.
 """
 from __future__ import annotations
 
@@ -22,6 +45,34 @@ Pair = tuple[int, int]
 
 
 # ---- synapses -------------------------------------------------------------------------
+POOL_SCHEMES = ("mli", "rate-gate", "spike-max")  # SpikePool.scheme values (module doc)
+RATE_DECAY_SHIFT = 3  # rate-gate: r -= r >> 3, a decay of 7/8 per step (~8-step memory)
+RATE_INPUT_SHIFT = 12  # rate-gate: one message unit adds 2^12 (floor error << one unit)
+
+
+@dataclass(eq=False)
+class SpikePool:
+    """A spiking max-pool stage on a synapse's input (module doc): ``scheme`` one of
+    ``POOL_SCHEMES``; kernel/stride/padding/ceil_mode as PyTorch's ``max_pool2d``."""
+    scheme: str
+    kernel: Pair = (2, 2)
+    stride: Pair = (2, 2)
+    padding: Pair = (0, 0)
+    ceil_mode: bool = False
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """Pooled (C, H', W') of a (C, H, W) source, PyTorch's pooling output size."""
+        c, *hw = (int(n) for n in shape)
+        out = []
+        for n, k, s, p in zip(hw, self.kernel, self.stride, self.padding):
+            span = n + 2 * p - k
+            o = (-(-span // s) if self.ceil_mode else span // s) + 1
+            if self.ceil_mode and (o - 1) * s >= n + p:  # the last window must start inside
+                o -= 1
+            out.append(o)
+        return (c, out[0], out[1])
+
+
 @dataclass(eq=False)
 class Synapse:
     source: str  # name of the block whose output spikes feed this synapse
@@ -31,6 +82,7 @@ class Synapse:
 class DenseSyn(Synapse):
     weight: np.ndarray = None  # (Nout, Nin) int
     delay: np.ndarray | None = None  # (Nout, Nin) or (Nout,) int extra steps, <= 62
+    pool: SpikePool | None = None  # receives the source through this stage (module doc)
 
 
 @dataclass(eq=False)
@@ -40,6 +92,13 @@ class ConvSyn(Synapse):
     padding: Pair = (0, 0)
     dilation: Pair = (1, 1)
     groups: int = 1
+    pool: SpikePool | None = None  # receives the source through this stage (module doc)
+
+
+def synapse_input_shape(syn: Synapse, src_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape the synapse's weights see: the source's, or its pooled (C, H', W')."""
+    pool = getattr(syn, "pool", None)
+    return tuple(src_shape) if pool is None else pool.out_shape(src_shape)
 
 
 # ---- neurons --------------------------------------------------------------------------

@@ -115,6 +115,17 @@ def _(syn: qir.DenseSyn, block, src, fail) -> None:
                        f"nor {(w.shape[0],)}", "give delays per synapse or per output neuron")
 
 
+def _check_no_pool(syn, block: qir.Block, fail: Fail) -> None:
+    """NetX (standard or our extension) has no spiking max-pool stage (``qir.SpikePool``)."""
+    pool = getattr(syn, "pool", None)
+    if pool is not None:
+        raise fail(f"block {block.name!r}: the synapse from {syn.source!r} receives its spikes "
+                   f"through a spiking max-pool stage ({pool.scheme!r}); neither NetX nor the "
+                   "loihi-conv extension has a spiking max-pool process",
+                   "convert with max_pool='avg' (a linear pool, folded into the next synapse) to "
+                   "export, or run this network in the emulator (loihi_conv.emulate)")
+
+
 def _check_bias(block: qir.Block, fail: Fail) -> None:
     if block.bias is None:
         return
@@ -151,6 +162,7 @@ def check_structure(qnet: qir.QNetwork, error_cls: type[LoihiConvError] = LoihiC
             if src is None:
                 raise fail(f"block {block.name!r}: synapse source {syn.source!r} is not an "
                            "earlier block", "list blocks in execution order")
+            _check_no_pool(syn, block, fail)
             _check_synapse(syn, block, src, fail)
         _check_bias(block, fail)
         _check_neuron_shape(block.neuron, block, fail)

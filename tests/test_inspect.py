@@ -220,3 +220,13 @@ def test_recipe_reproduces_file_byte_for_byte(tmp_path):
     # the recipe is what made them equal: the default recipe gives a different file
     assert _cli("-q", "convert", *common, "--out", c).exit_code == 0
     assert Path(a).read_bytes() != Path(c).read_bytes()
+
+
+def test_pooled_synapse_counts_the_pooled_inputs():
+    """A synapse behind a spiking max-pool stage connects the pooled (C, H', W') messages."""
+    w = np.arange(1, 2 * 8 + 1, dtype=np.int64).reshape(2, 8)
+    pool = qir.SpikePool("mli", (2, 2), (2, 2))
+    qnet = qir.QNetwork([qir.Block("x", (2, 4, 4)),
+                         qir.Block("o", (2,), [qir.DenseSyn("x", weight=w, pool=pool)], neuron=qir.Readout())])
+    syn = inspect_network(qnet).layers[1].synapses[0]
+    assert (syn.synapses, syn.fan_in, syn.weights) == (16, 8, 16)

@@ -468,12 +468,13 @@ def _narrow(train: torch.Tensor) -> tuple[torch.Tensor, int]:
     return train, max(hi, -lo)
 
 
-def _block_steps(node: _Node, trains, steps: int, batch: int) -> int:
-    """Steps per time block of a node's synapse inputs: all steps when every input is static
-    (computed once) or delayed (one apply covers every delay), else as many as keep the int32
-    block within BLOCK_BYTES, so it is still in cache when the neuron steps read it."""
-    static = all(len(set(trains[src][1][:steps - 1])) <= 1 for _, src in node.synapses)
-    if static or any(syn.delays != (0,) for syn, _ in node.synapses):
+def _block_steps(node: _Node, feeds, steps: int, batch: int) -> int:
+    """Steps per time block of a node's synapse inputs (``feeds``: see _neuron_inputs): all
+    steps when every input is static (computed once) or delayed (one apply covers every delay),
+    else as many as keep the int32 block within BLOCK_BYTES, so it is still in cache when the
+    neuron steps read it."""
+    static = all(len(set(frame_of[:steps - 1])) <= 1 for _, _, frame_of, _ in feeds)
+    if static or any(runner.delays != (0,) for runner, *_ in feeds):
         return steps
     return max(1, BLOCK_BYTES // (4 * batch * max(1, int(np.prod(node.shape)))))
 
@@ -481,12 +482,14 @@ def _block_steps(node: _Node, trains, steps: int, batch: int) -> int:
 def _neuron_inputs(em: Emulator, node: _Node, trains, steps: int, batch: int):
     """Lava InPort recv per step, block by block of steps: yields (t0, t1, [a(t) for t in
     t0..t1-1]), a(t) the int32 sum of every synapse's buffer (wraps mod 2^32), (B, *shape)."""
-    tb = _block_steps(node, trains, steps, batch)
-    memos = [{} for _ in node.synapses]
+    # (runner, train, frame_of, bound) per synapse: a synapse with a spiking max-pool stage
+    # gets its source's train pooled first (synapses.PooledRunner.feed), then its inner runner.
+    feeds = [syn.feed(*trains[src], batch) for syn, src in node.synapses]
+    tb = _block_steps(node, feeds, steps, batch)
+    memos = [{} for _ in feeds]
     for t0 in range(0, steps, tb):
         t1 = min(t0 + tb, steps)
-        per_syn = [_synapse_inputs(syn, *trains[src], t0, t1, batch, memo)
-                   for (syn, src), memo in zip(node.synapses, memos)]
+        per_syn = [_synapse_inputs(*feed, t0, t1, batch, memo) for feed, memo in zip(feeds, memos)]
         if len(per_syn) == 1:
             yield t0, t1, per_syn[0]
         elif node.a_bound <= I32_MAX:

@@ -8,6 +8,12 @@ computed with oneDNN u8 x s8 kernels (uint8 messages <= 127) or float32 BLAS/one
 with float64 when <= 2^53, and by splitting the messages into float64-exact digits beyond; Lava's
 wraps are then applied explicitly. A conv whose kernel is constant on stride-sized blocks (a
 folded average pool) runs as exact sum pooling then a stride-1 conv (``block_factor``).
+
+A synapse with a ``qir.SpikePool`` runs behind a pooling stage (``PooledRunner``; integer rules
+in the qir module doc): the stage turns the source's (B, C, H, W) message into the pooled
+(B, C, H', W') one in the same step, and the inner Dense/Conv runner sees only pooled messages.
+Every stage's output stays within the source's per-step message range (and dtype: 0/1 uint8
+spikes stay uint8), so the bounds and int8 fast paths above apply unchanged.
 """
 from __future__ import annotations
 
@@ -19,7 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from loihi_conv.errors import LoihiConvError
-from loihi_conv.qir import ConvSyn, DenseSyn, Synapse
+from loihi_conv.qir import (POOL_SCHEMES, RATE_DECAY_SHIFT, RATE_INPUT_SHIFT, ConvSyn, DenseSyn,
+                            SpikePool, Synapse)
+from loihi_conv.registry import registrar
 
 from .arith import F32_EXACT, F64_EXACT, I32_MAX, float_to_int32_x86, wrap, wrap32, zeros
 
@@ -272,6 +280,11 @@ class DenseRunner:
             self.ring[(self.ptr + 1 + d) % self.depth] += op(s, max_abs).to(torch.int64)
         self.ptr = (self.ptr + 1) % self.depth
 
+    def feed(self, train: torch.Tensor, frame_of: list[int], bound: int, batch: int):
+        """Layer-major: what ``apply`` runs on, (self, train, frame_of, bound) as given (a
+        ``PooledRunner`` pools the train first)."""
+        return self, train, frame_of, bound
+
 
 def conv_output_shape(syn: ConvSyn, src_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """PyTorch / Lava conv output size: floor((X + 2p - d(k-1) - 1)/s) + 1 per spatial axis."""
@@ -341,6 +354,11 @@ class ConvRunner:
 
     def receive(self, s: torch.Tensor, max_abs: int) -> None:
         self.buf = self._buffer(s, max_abs)
+
+    def feed(self, train: torch.Tensor, frame_of: list[int], bound: int, batch: int):
+        """Layer-major: what ``apply`` runs on, (self, train, frame_of, bound) as given (a
+        ``PooledRunner`` pools the train first)."""
+        return self, train, frame_of, bound
 
     def _buffer(self, s: torch.Tensor, max_abs: int, out: torch.Tensor | None = None
                 ) -> torch.Tensor:
@@ -449,6 +467,160 @@ def _swar(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+# ---- spiking max-pool stages (qir.SpikePool) --------------------------------------------------
+POOL_STAGES: dict[str, type["PoolStage"]] = {}
+register_stage = registrar(POOL_STAGES, "spiking max-pool stage (qir.SpikePool.scheme)")
+
+
+def _state_dtype(bound: int | None) -> torch.dtype:
+    """The narrowest exact integer dtype for a state with |value| <= ``bound`` (None: unknown,
+    int64). Narrow states halve the memory traffic of the per-step max-pool."""
+    if bound is None:
+        return torch.int64
+    return torch.int16 if bound <= 2 ** 15 - 1 else torch.int32 if bound <= I32_MAX else torch.int64
+
+
+class PoolStage:
+    """One synapse's pooling state. ``reset(batch)``, then ``step(msg)`` once per step in time
+    order, (B, C, H, W) int -> (B, C, H', W') of the same dtype; or, layer-major, ``train`` on a
+    whole message train. Integer rules: qir module doc."""
+
+    stateless = False
+
+    def __init__(self, pool: SpikePool):
+        self.pool = pool
+
+    def maxpool(self, x: torch.Tensor, **kw) -> torch.Tensor:
+        """PyTorch's max_pool2d on ints (exact; ties -> first index of the window)."""
+        p = self.pool
+        return F.max_pool2d(x, tuple(p.kernel), tuple(p.stride), tuple(p.padding),
+                            ceil_mode=bool(p.ceil_mode), **kw)
+
+    def reset(self, batch: int, steps: int | None = None, bound: int | None = None) -> None:
+        """Forget the state (a new batch of samples); ``steps`` and the message ``bound``, when
+        known (layer-major), let the state use a narrower exact dtype."""
+
+    def step(self, msg: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def train(self, train: torch.Tensor, frame_of: list[int], batch: int, bound: int
+              ) -> tuple[torch.Tensor, list[int]]:
+        """Layer-major: the pooled train of a message train (frames (nf*B, C, H, W), step-major;
+        frame_of[t] the frame sent at step t) -> (pooled frames (steps*B, C, H', W')
+        channels-last, one per step, and their frame_of). Step by step: each step's state
+        stays in cache (a whole-train max-pool is several times slower)."""
+        steps = len(frame_of)
+        self.reset(batch, steps, bound)
+        out = zeros(steps * batch, self.pool.out_shape(train.shape[1:]), train.dtype)
+        for t, f in enumerate(frame_of):
+            out[t * batch:(t + 1) * batch] = self.step(train[f * batch:(f + 1) * batch])
+        return out, list(range(steps))
+
+
+@register_stage("spike-max")
+class SpikeMaxStage(PoolStage):
+    """``out = maxpool(msg)``: stateless, so a train pools only its distinct frames."""
+
+    stateless = True
+
+    def step(self, msg: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(msg)
+
+    def train(self, train, frame_of, batch, bound):
+        nf = train.shape[0] // batch
+        out = zeros(nf * batch, self.pool.out_shape(train.shape[1:]), train.dtype)
+        for f in range(nf):
+            out[f * batch:(f + 1) * batch] = self.step(train[f * batch:(f + 1) * batch])
+        return out, frame_of
+
+
+@register_stage("mli")
+class MLIStage(PoolStage):
+    """MLIPooling (SpiCalib §3.4) as its identity: ``cum += msg``, ``total = maxpool(cum)``,
+    ``out = total - sent``, ``sent = total``; |cum| <= steps * max|msg|."""
+
+    def reset(self, batch: int, steps: int | None = None, bound: int | None = None) -> None:
+        self.cum = self.sent = None
+        self.dtype = _state_dtype(None if steps is None else steps * max(bound, 1))
+
+    def step(self, msg: torch.Tensor) -> torch.Tensor:
+        if self.cum is None:
+            self.cum = msg.to(self.dtype, copy=True)
+        else:  # uint8 adds into the narrow state directly (no temporary)
+            self.cum.add_(msg if msg.dtype == torch.uint8 else msg.to(self.dtype))
+        total = self.maxpool(self.cum)
+        out = total if self.sent is None else total - self.sent
+        self.sent = total
+        return out.to(msg.dtype)
+
+
+@register_stage("rate-gate")
+class RateGateStage(PoolStage):
+    """Gated max-pool (Rueckauer et al. 2016 §3.6): ``r += (msg << RATE_INPUT_SHIFT) -
+    (r >> RATE_DECAY_SHIFT)`` (arithmetic shift), then each window passes the message of its
+    neuron with the largest ``r`` (first on ties). |r| < max|msg| * 2^(RATE_INPUT_SHIFT +
+    RATE_DECAY_SHIFT)."""
+
+    def reset(self, batch: int, steps: int | None = None, bound: int | None = None) -> None:
+        self.rate = None
+        top = None if bound is None else max(bound, 1) << (RATE_INPUT_SHIFT + RATE_DECAY_SHIFT)
+        self.dtype = torch.int64 if top is None or top > I32_MAX else torch.int32
+
+    def step(self, msg: torch.Tensor) -> torch.Tensor:
+        m = msg.to(self.dtype) << RATE_INPUT_SHIFT
+        self.rate = m if self.rate is None else self.rate - (self.rate >> RATE_DECAY_SHIFT) + m
+        _, idx = self.maxpool(self.rate, return_indices=True)  # into each (b, c) plane's H*W
+        return msg.reshape(*msg.shape[:2], -1).gather(2, idx.flatten(2)).view(idx.shape)
+
+
+def make_stage(pool: SpikePool, src_shape: tuple[int, ...], where: str) -> PoolStage:
+    """The stage running ``pool`` on a (C, H, W) source; LoihiConvError for a malformed spec."""
+    if pool.scheme not in POOL_STAGES:
+        raise LoihiConvError(f"{where}: unknown spiking max-pool scheme {pool.scheme!r}",
+                             f"use one of {', '.join(POOL_SCHEMES)}")
+    geometry = [tuple(int(v) for v in g) for g in (pool.kernel, pool.stride, pool.padding)]
+    pairs = all(len(g) == 2 for g in geometry) and len(src_shape) == 3
+    (kh, kw), (sh, sw), (ph, pw) = geometry if pairs else ((0, 0),) * 3
+    if (not pairs or min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0
+            or 2 * ph > kh or 2 * pw > kw or kh > src_shape[1] + 2 * ph or kw > src_shape[2] + 2 * pw):
+        raise LoihiConvError(
+            f"{where}: spiking max-pool kernel={pool.kernel} stride={pool.stride} "
+            f"padding={pool.padding} does not fit the source shape {tuple(src_shape)}",
+            "pool (C, H, W) sources with kernel, stride >= 1 and padding <= kernel/2 (PyTorch's rule)")
+    return POOL_STAGES[pool.scheme](pool)
+
+
+class PooledRunner:
+    """A Dense/Conv runner fed through a spiking max-pool stage (module doc). Same interface as
+    the runners; layer-major callers first turn the source train into the pooled one with
+    ``feed`` and then use the inner runner."""
+
+    def __init__(self, runner: type, syn: Synapse, src_shape: tuple[int, ...],
+                 dst_shape: tuple[int, ...]):
+        self.stage = make_stage(syn.pool, tuple(src_shape), f"synapse from '{syn.source}'")
+        self.inner = runner(syn, syn.pool.out_shape(src_shape), dst_shape)
+        self.dst_shape, self.delays = self.inner.dst_shape, self.inner.delays
+        self.can_freeze = self.inner.can_freeze and self.stage.stateless
+
+    def out_bound(self, max_abs: int) -> int:
+        return self.inner.out_bound(max_abs)  # pooled messages stay within the source's bound
+
+    def reset(self, batch: int) -> None:
+        self.inner.reset(batch)
+        self.stage.reset(batch)
+
+    def send(self) -> torch.Tensor:
+        return self.inner.send()
+
+    def receive(self, s: torch.Tensor, max_abs: int) -> None:
+        self.inner.receive(self.stage.step(s), max_abs)
+
+    def feed(self, train: torch.Tensor, frame_of: list[int], bound: int, batch: int):
+        """Layer-major: (inner runner, pooled train, its frame_of, bound) for a source train."""
+        pooled, frames = self.stage.train(train, frame_of, batch, bound)
+        return self.inner, pooled, frames, bound
+
+
 @singledispatch
 def make_synapse(syn: Synapse, src_shape: tuple[int, ...], dst_shape: tuple[int, ...]):
     """Build the runner for one qir synapse (registered per synapse type)."""
@@ -456,5 +628,14 @@ def make_synapse(syn: Synapse, src_shape: tuple[int, ...], dst_shape: tuple[int,
                          "use DenseSyn or ConvSyn")
 
 
-make_synapse.register(DenseSyn, DenseRunner)
-make_synapse.register(ConvSyn, ConvRunner)
+def _maker(runner: type):
+    """The runner of a synapse type, behind its pooling stage when it has one."""
+    def make(syn, src_shape, dst_shape):
+        if getattr(syn, "pool", None) is None:
+            return runner(syn, src_shape, dst_shape)
+        return PooledRunner(runner, syn, src_shape, dst_shape)
+    return make
+
+
+make_synapse.register(DenseSyn, _maker(DenseRunner))
+make_synapse.register(ConvSyn, _maker(ConvRunner))

@@ -39,6 +39,9 @@ SDNN_EXP = 6  # netx spike_exp = state_exp = 6
 
 
 TARGETS: dict[str, Callable[["Context"], qir.QNetwork]] = {}
+# Targets whose hidden blocks send spikes in threshold units, which a qir.SpikePool stage pools
+# (sdnn messages are changes of an activation: a max of them means nothing).
+SPIKE_POOL_TARGETS = ("if-soft", "cuba")
 
 
 def register_target(name: str):
@@ -174,7 +177,7 @@ def _(syn: FConv, kappa: Tensor, src_shape) -> Tensor:
 
 @kappa_weight.register
 def _(syn: FDense, kappa: Tensor, src_shape) -> Tensor:
-    per = int(np.prod(src_shape[1:])) if len(src_shape) > 1 else 1
+    per = syn.weight.shape[1] // kappa.numel()  # positions per channel (pooled ones behind a pool)
     return syn.weight * kappa.to(DT).repeat_interleave(per)[None, :]
 
 
@@ -221,12 +224,13 @@ def to_qsyn(syn, weight: Tensor):
 @to_qsyn.register
 def _(syn: FConv, weight: Tensor) -> qir.ConvSyn:
     return qir.ConvSyn(syn.source, weight=_np(weight), stride=tuple(syn.stride),
-                       padding=tuple(syn.padding), dilation=tuple(syn.dilation), groups=int(syn.groups))
+                       padding=tuple(syn.padding), dilation=tuple(syn.dilation), groups=int(syn.groups),
+                       pool=syn.pool)
 
 
 @to_qsyn.register
 def _(syn: FDense, weight: Tensor) -> qir.DenseSyn:
-    return qir.DenseSyn(syn.source, weight=_np(weight))
+    return qir.DenseSyn(syn.source, weight=_np(weight), pool=syn.pool)
 
 
 def _np(t: Tensor) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Synapse-chain folding: everything between two neuron populations becomes one linear synapse.
 
 Between two populations of an SNN IR graph there are only linear nodes (Conv2d, Linear,
-AvgPool2d, Flatten, Add). ``fold(snn)`` rewrites each population's input as a list of float
-synapses (``FConv`` / ``FDense``), one per path from a source population, plus one float bias:
+AvgPool2d, Flatten, Add) and max-pools. ``fold(snn)`` rewrites each population's input as a list
+of float synapses (``FConv`` / ``FDense``), one per path from a source population, plus one float
+bias:
 
 * a path of Conv2d / AvgPool2d nodes composes into one conv (``compose``, formula below);
 * a path with Flatten / Linear becomes one dense matrix (the path's Jacobian, PyTorch C-order
@@ -10,7 +11,18 @@ synapses (``FConv`` / ``FDense``), one per path from a source population, plus o
 * an ``Add`` splits into one synapse per input path, all feeding the same block (fan-in sums);
   an identity shortcut becomes a 1x1 depthwise identity conv (or an identity dense matrix);
 * the bias is the whole region evaluated with every source at zero, so biases after an Add are
-  counted once and border effects of padding give a per-neuron bias instead of an error.
+  counted once and border effects of padding give a per-neuron bias instead of an error;
+* a MaxPool2d runs the graph's max-pool scheme (``loihi_conv.pooling``, ``Recipe.max_pool``) as
+  the float SNN does: ``avg`` replaces it by the AvgPool2d of the same kernel, stride, padding and
+  ceil mode (``count_include_pad``, exactly ``pooling.AvgReplacement``), an ordinary linear node;
+  the stateful schemes (mli, rate-gate, spike-max) become a ``qir.SpikePool`` stage on the input of
+  the synapse that follows, whose weights then act on the pooled (C, H', W') source. Such a pool
+  must be fed directly by a population (the stage sits between a source's out-port and a
+  synapse); a max-pool of the analog input (static in the float SNN: the ANN max) is a
+  ``spike-max`` stage on the input block, exact because rounding the input is monotone. Other
+  placements are refused. In the float models of this module (``apply_syn``, ``forward``) the
+  stage is its rate model, the max of the source's values per window: exact for MLI's
+  cumulative output, an estimate for rate-gate and spike-max.
 
 Layouts: float64 tensors, PyTorch order. Conv weights (Co, Ci/groups, kH, kW); dense weights
 (Nout, Nin) over the source flattened in C order; biases (C,) per channel or the block's full
@@ -34,8 +46,9 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from loihi_conv import ir, ops
+from loihi_conv import ir, ops, qir
 from loihi_conv.errors import LoihiConvError
+from loihi_conv.pooling import get_pooling, scheme_name
 
 Tensor = torch.Tensor
 Pair = tuple[int, int]
@@ -45,20 +58,24 @@ DT = torch.float64
 # ---- float synapses and blocks -----------------------------------------------------------------
 @dataclass(eq=False)
 class FConv:
-    """A folded convolution from population ``source`` (weights in ANN units, float64)."""
+    """A folded convolution from population ``source`` (weights in ANN units, float64), fed
+    through the spiking max-pool ``pool`` when set (then it convolves the pooled source)."""
     source: str
     weight: Tensor  # (Co, Ci/groups, kH, kW)
     stride: Pair = (1, 1)
     padding: Pair = (0, 0)
     dilation: Pair = (1, 1)
     groups: int = 1
+    pool: qir.SpikePool | None = None
 
 
 @dataclass(eq=False)
 class FDense:
-    """A folded dense map from population ``source`` flattened in C order (float64)."""
+    """A folded dense map from population ``source`` (pooled by ``pool`` when set) flattened in
+    C order (float64)."""
     source: str
     weight: Tensor  # (Nout, Nin)
+    pool: qir.SpikePool | None = None
 
 
 FSyn = FConv | FDense
@@ -97,20 +114,32 @@ def channel_view(vec: Tensor, shape: tuple[int, ...]) -> Tensor:
     return vec.reshape((-1,) + (1,) * (len(shape) - 1))
 
 
+def pool_values(pool: qir.SpikePool | None, x: Tensor) -> Tensor:
+    """The rate model of a spiking max-pool stage: the max of the source's values (clipped
+    rates, messages or the analog input; (N, C, H, W) -> (N, C, H', W')) over each window. With
+    one threshold per channel that is the max rate, MLIPooling's exact cumulative output."""
+    if pool is None:
+        return x
+    return F.max_pool2d(x, pool.kernel, pool.stride, pool.padding, ceil_mode=pool.ceil_mode)
+
+
 @singledispatch
 def apply_syn(syn, x: Tensor) -> Tensor:
-    """The synapse's linear map on a batch ``x`` (N, *source shape) -> (N, *target shape)."""
+    """The synapse (its pool's rate model, then its linear map) on a batch ``x``
+    (N, *source shape) -> (N, *target shape)."""
     raise TypeError(f"not a folded synapse: {type(syn).__name__}")
 
 
 @apply_syn.register
 def _(syn: FConv, x: Tensor) -> Tensor:
+    x = pool_values(syn.pool, x)
     return F.conv2d(x.to(syn.weight.dtype), syn.weight, None, syn.stride, syn.padding,
                     syn.dilation, syn.groups)
 
 
 @apply_syn.register
 def _(syn: FDense, x: Tensor) -> Tensor:
+    x = pool_values(syn.pool, x)
     return F.linear(x.flatten(1).to(syn.weight.dtype), syn.weight)
 
 
@@ -223,19 +252,27 @@ def _(node: ir.Conv2d, channels: int) -> ConvMap:
 
 @conv_map.register
 def _(node: ir.AvgPool2d, channels: int) -> ConvMap:
+    # With count_include_pad every (floor-mode) window divides by kh*kw, padding included: a
+    # depthwise conv of ones/(kh*kw) with the same zero padding.
     _check_pool(node)
     kh, kw = _pair(node.kernel_size)
     w = torch.full((channels, 1, kh, kw), 1.0 / (kh * kw), dtype=DT)
     stride = _pair(node.stride if node.stride is not None else node.kernel_size)
-    return ConvMap(w, stride, (0, 0), (1, 1), channels, channels)
+    return ConvMap(w, stride, _pair(node.padding), (1, 1), channels, channels)
 
 
 def _check_pool(node: ir.AvgPool2d) -> None:
-    if _pair(node.padding) != (0, 0) or node.ceil_mode:
+    """Refuse average pools whose border windows divide by fewer inputs (``fold`` has already
+    turned a ceil mode that adds no window into floor mode)."""
+    padded = _pair(node.padding) != (0, 0) and not node.count_include_pad
+    if padded or node.ceil_mode:
         raise LoihiConvError(
-            f"AvgPool2d '{node.name}' has padding={node.padding}, ceil_mode={node.ceil_mode}: "
-            "its border windows average fewer inputs, which no single synapse reproduces",
-            "use AvgPool2d with padding=0 and ceil_mode=False")
+            f"AvgPool2d '{node.name}' (a MaxPool2d becomes one under max_pool='avg') has "
+            f"padding={node.padding}, ceil_mode={node.ceil_mode}, count_include_pad="
+            f"{node.count_include_pad}: its border windows average fewer inputs, which no single "
+            "convolution reproduces",
+            "use ceil_mode=False (or an input size where ceil and floor mode agree) and "
+            "count_include_pad=True; a Flatten + Linear right after the pool folds any pool exactly")
 
 
 def identity_map(channels: int) -> ConvMap:
@@ -251,6 +288,7 @@ LINEAR = (ir.Conv2d, ir.Linear, ir.AvgPool2d, ir.Flatten)
 class Path:
     source: str
     ops: tuple[ir.Node, ...]  # linear nodes from the source to the target, in order
+    pool: ir.MaxPool2d | None = None  # a spiking max-pool between the source and ``ops``
 
 
 def _paths(graph: ir.Graph, name: str, suffix: tuple[ir.Node, ...]) -> Iterator[Path]:
@@ -285,9 +323,15 @@ def _(node: ir.Add, graph, suffix):
 
 @_walk.register
 def _(node: ir.MaxPool2d, graph, suffix):
-    raise LoihiConvError(f"MaxPool2d '{node.name}' is not representable on the Loihi targets yet "
-                         "(spiking max-pool is a later feature)",
-                         "replace max-pooling by average pooling (or a strided conv) and retrain")
+    src = graph[node.inputs[0]]
+    if not isinstance(src, SOURCES):
+        raise LoihiConvError(
+            f"MaxPool2d '{node.name}' is fed by '{src.name}' ({type(src).__name__}), not directly by "
+            "a spiking population or the input: the fixed-point spiking max-pool is a stage between "
+            "a population's out-port and the next synapse",
+            "put the max-pool right after the ReLU (conv -> ReLU -> MaxPool2d), or convert with "
+            "max_pool='avg' (a linear average pool, any placement after a population)")
+    yield Path(src.name, suffix, node)
 
 
 @_walk.register
@@ -318,10 +362,12 @@ def _(node, bias: bool = True) -> ir.Node:
 DENSE_NODES = (ir.Linear, ir.Flatten)  # a path through one of these becomes a dense matrix
 
 
-def _fold_path(path: Path, src_shape: tuple[int, ...], dst_shape: tuple[int, ...], where: str):
-    """One path's linear map (biases dropped) as an FConv or FDense."""
+def _fold_path(path: Path, src_shape: tuple[int, ...], dst_shape: tuple[int, ...], where: str,
+               pool: qir.SpikePool | None = None):
+    """One path's linear map (biases dropped) as an FConv or FDense; ``src_shape`` is what the
+    linear part sees (the pooled shape behind a ``pool`` stage)."""
     if any(isinstance(n, DENSE_NODES) for n in path.ops) or len(src_shape) == 1:
-        return FDense(path.source, _jacobian(path.ops, src_shape, dst_shape))
+        return FDense(path.source, _jacobian(path.ops, src_shape, dst_shape), pool)
     m = None
     for node in path.ops:
         nxt = conv_map(node, src_shape[0] if m is None else m.out_channels)
@@ -330,7 +376,7 @@ def _fold_path(path: Path, src_shape: tuple[int, ...], dst_shape: tuple[int, ...
     if (m.out_channels,) + tuple(m.out_hw(src_shape[1:])) != tuple(dst_shape):
         raise LoihiConvError(f"{where}: folded conv gives shape {(m.out_channels,) + m.out_hw(src_shape[1:])}, "
                              f"expected {dst_shape}", "report this graph as a bug")
-    return FConv(path.source, m.weight, m.stride, m.padding, m.dilation, m.groups)
+    return FConv(path.source, m.weight, m.stride, m.padding, m.dilation, m.groups, pool)
 
 
 def _jacobian(nodes: tuple[ir.Node, ...], src_shape, dst_shape) -> Tensor:
@@ -381,17 +427,62 @@ def _region_bias(graph: ir.Graph, name: str, paths: list[Path], shapes: dict[str
     return const.clone()
 
 
+# ---- max-pools ---------------------------------------------------------------------------------
+def _pool_stages(snn: ir.Graph) -> tuple[ir.Graph, dict[str, qir.SpikePool]]:
+    """The graph with every MaxPool2d resolved as the float SNN runs it (module doc): replaced by
+    its scheme's linear equivalent (``avg``), or mapped to a ``qir.SpikePool`` stage (by name)."""
+    from loihi_conv.simulate import static_nodes  # the float SNN's own definition of "static"
+
+    pools = snn.of_type(ir.MaxPool2d)
+    if not pools:
+        return snn, {}
+    snn, scheme, static = snn.copy(), get_pooling(scheme_name(snn)), static_nodes(snn)
+    stages = {}
+    for node in pools:
+        if node.name in static:  # the float SNN applies the ANN max to the analog input
+            stages[node.name] = _spike_pool(node, "spike-max")
+            continue
+        linear = scheme.as_linear(node)
+        if linear is None:
+            stages[node.name] = _spike_pool(node, scheme.stage)
+        else:
+            snn.replace(node.name, linear)
+    return snn, stages
+
+
+def _spike_pool(node: ir.MaxPool2d, scheme: str) -> qir.SpikePool:
+    return qir.SpikePool(scheme, _pair(node.kernel_size),
+                         _pair(node.stride if node.stride is not None else node.kernel_size),
+                         _pair(node.padding), bool(node.ceil_mode))
+
+
+def _floor_mode_avg(snn: ir.Graph) -> ir.Graph:
+    """AvgPool2d nodes whose ceil mode adds no window become floor mode: the same windows and
+    divisors, so the same op, and then a plain conv (``conv_map``)."""
+    out = snn
+    for node in snn.of_type(ir.AvgPool2d):
+        floor = ir.clone_node(node, ceil_mode=False)
+        src = (1,) + tuple(snn[node.inputs[0]].shape)
+        if node.ceil_mode and tuple(ops.apply(floor, torch.zeros(src)).shape[1:]) == tuple(node.shape):
+            out = snn.copy() if out is snn else out
+            out.replace(node.name, floor)
+    return out
+
+
 # ---- the whole graph ---------------------------------------------------------------------------
 def fold(snn: ir.Graph) -> list[FBlock]:
     """The folded network: input block, one block per ``ir.Neuron`` (graph order), output block.
 
     Every block's synapses and bias reproduce the IR region between populations exactly
-    (float64); see the module doc for the rules and the conv composition formula.
+    (float64), max-pools as the float SNN's scheme runs them; see the module doc for the rules
+    and the conv composition formula.
     """
     if any(not n.shape for n in snn if not isinstance(n, ir.Input)) or not snn.input.shape:
         if not snn.input.shape:
             raise LoihiConvError("the graph's Input node has no shape", "set graph.input.shape = (C, H, W)")
         snn = ops.infer_shapes(snn.copy())
+    snn, stages = _pool_stages(snn)
+    snn = _floor_mode_avg(snn)
     out_node = snn[snn.output]
     if isinstance(out_node, SOURCES):
         raise LoihiConvError(f"the graph output '{snn.output}' is a {type(out_node).__name__}, "
@@ -403,7 +494,9 @@ def fold(snn: ir.Graph) -> list[FBlock]:
     for node, pre, role in targets:
         where = f"block '{node.name}'"
         paths = list(_paths(snn, pre, ()))
-        syns = [_fold_path(p, shapes[p.source], shapes[pre], f"{where} (from '{p.source}')") for p in paths]
+        syns = [_fold_path(p, shapes[p.pool.name if p.pool else p.source], shapes[pre],
+                           f"{where} (from '{p.source}')", p.pool and stages[p.pool.name])
+                for p in paths]
         bias = _region_bias(snn, pre, paths, shapes)
         neuron = node if role == "hidden" else None
         blocks.append(FBlock(node.name, shapes[node.name], role, syns, bias, neuron))
