@@ -12,7 +12,7 @@ from loihi_conv.emulate import emulate
 from loihi_conv.models import resolve as load_model
 from loihi_conv.pipeline import calibration_data, evaluate, test_data
 from loihi_conv.quantize import quantize, report
-from loihi_conv.readout import encode, scores, steps_for
+from loihi_conv.readout import encode, predictions, scores, steps_for
 from loihi_conv.recipe import Recipe
 from loihi_conv.simulate import simulate
 
@@ -41,5 +41,5 @@ def run_lava(net, x_int, steps: int, hardware: bool = False, probes=None):
 
 
 __all__ = ["Recipe", "calibration_data", "convert", "emulate", "encode", "evaluate", "load",
-           "load_model", "quantize", "report", "run_lava", "save", "scores", "simulate", "steps_for",
+           "load_model", "predictions", "quantize", "report", "run_lava", "save", "scores", "simulate", "steps_for",
            "test_data"]

@@ -1,4 +1,5 @@
-"""Output-layer readout schemes of the float SNN, registered by name (``Recipe.output``).
+"""Output-layer readout schemes, registered by name (``Recipe.output``): each class holds the
+float SNN's rule and, next to it, its fixed-point half.
 
 The output node (a synapse with no ReLU) delivers its value ``z(t)`` -- in ANN units, class dim
 1 -- at every step; a readout turns that stream into the class scores the prediction is the
@@ -13,16 +14,29 @@ argmax of (``simulate.SimResult.output[T]``):
 
 Which scheme a graph uses: ``graph.meta["recipe"]["output"]`` (``Recipe.output``), default
 "potential"; ``convert`` stores the output threshold the "spikes" readout needs in
-``graph.meta["output_threshold"]``. The fixed-point targets only have the potential readout
-(the quantizer refuses the others, ``require_potential``).
+``graph.meta["output_threshold"]``; ``quantize`` copies the recipe into ``qnet.meta``.
+
+Fixed-point half (per class): ``targets`` the quantization targets that can run the scheme
+(``require_target``), ``output_neuron`` the float neuron the quantizer gives the output block
+(None: the non-spiking ``qir.Readout`` accumulator), ``fixed_scores(run)`` the integer class
+scores of a fixed-point run (``readout.FixedRun``; ``readout.scores`` dispatches here).
+
+* potential: the output block's own decode (``readout.FixedRun.potential``);
+* spikes: the output block is a spiking population (SoftIF on if-soft, CUBA with reset to zero
+  -- an approximation -- on cuba): scores = ``count * K + rank(final v)``;
+* softmax: Loihi neurons cannot compete through a softmax (an exp per neuron and one random
+  draw shared by the population), so it is a host-side decode: the output stays the Readout
+  accumulator, the run records its potential per step and the same seeded draws are made here.
 
 Layouts: ``z(t)`` and every state/score tensor are (N, K) -- or (N, K, H, W) for a
-convolutional output -- with the class (channel) dim 1, PyTorch order.
+convolutional output -- with the class (channel) dim 1, PyTorch order; fixed-point arrays are
+numpy, (N, K, ...) or per step (N, steps, K, ...).
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 
 from loihi_conv import ir
@@ -30,12 +44,16 @@ from loihi_conv.errors import LoihiConvError
 from loihi_conv.registry import lookup, registrar
 from loihi_conv.neurons import get_neuron_model
 
+if TYPE_CHECKING:  # readout.py imports this module
+    from loihi_conv.readout import FixedRun
+
 Tensor = torch.Tensor
 State = dict[str, Tensor]
 
 READOUTS: dict[str, type["Readout"]] = {}
 DEFAULT_READOUT = "potential"
 THRESHOLD_PROBE = "/output-threshold"  # suffix of the ReLU ``convert`` observes the output through
+SPIKING_TARGETS = ("if-soft", "cuba")  # quantization targets with spiking neurons and a Readout output
 
 
 register_readout = registrar(READOUTS, "readout scheme (``Recipe.output``)")
@@ -47,7 +65,8 @@ def readout_class(name: str) -> type["Readout"]:
 
 
 def readout_name(graph: ir.Graph) -> str:
-    """The readout the SNN ``graph`` was converted for (``graph.meta["recipe"]["output"]``)."""
+    """The readout the SNN ``graph`` (or a ``qir.QNetwork``: same ``meta``) was converted for
+    (``meta["recipe"]["output"]``)."""
     return (graph.meta.get("recipe") or {}).get("output", DEFAULT_READOUT)
 
 
@@ -56,13 +75,9 @@ def make_readout(graph: ir.Graph) -> "Readout":
     return readout_class(readout_name(graph))(graph)
 
 
-def require_potential(graph: ir.Graph, where: str) -> None:
-    """Raise unless ``graph`` uses the potential readout: the only one ``where`` can run."""
-    name = readout_name(graph)
-    if name != DEFAULT_READOUT:
-        raise LoihiConvError(f"{where}: the SNN was converted with output={name!r}, which only the float "
-                             "simulator runs; the fixed-point targets read the output potential",
-                             "convert with Recipe(output='potential') (the default) to quantize and export")
+def require_target(graph: ir.Graph, target: str) -> None:
+    """Raise unless quantization ``target`` can run the readout ``graph`` was converted for."""
+    readout_class(readout_name(graph)).check_target(target)
 
 
 def with_threshold_probe(graph: ir.Graph) -> tuple[ir.Graph, str]:
@@ -82,15 +97,26 @@ def _ranks(v: Tensor) -> Tensor:
     return v.argsort(dim=1).argsort(dim=1).to(v.dtype) / v.shape[1]
 
 
+def _int_scores(counts: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``counts * K + rank(v)`` (int64, (N, K, ...)): the integer form of ``counts + _ranks(v)``
+    -- the prediction is the largest count, ties broken by the larger ``v``."""
+    k = v.shape[1]
+    rank = np.argsort(np.argsort(v, axis=1, kind="stable"), axis=1, kind="stable")
+    return np.asarray(counts, dtype=np.int64) * k + rank
+
+
 class Readout:
     """A readout scheme; one instance per ``simulate`` call, one state per batch.
 
     ``init_state(z)`` takes the first step's output value (for shape/dtype only), ``step``
     consumes ``z(t)`` for every step run, ``scores`` returns a fresh (N, K, ...) tensor.
+    The fixed-point half is class-level (module doc): ``targets``, ``check_target``,
+    ``output_neuron``, ``fixed_scores``.
     """
 
     name: ClassVar[str] = ""
     needs_threshold: ClassVar[bool] = False  # convert observes the output to set one
+    targets: ClassVar[tuple[str, ...] | None] = None  # quantization targets that run it; None: all
 
     def __init__(self, graph: ir.Graph):
         self.graph = graph
@@ -104,14 +130,40 @@ class Readout:
     def scores(self, state: State) -> Tensor:
         raise NotImplementedError
 
+    # ---- fixed-point half ------------------------------------------------------------------
+    @classmethod
+    def check_target(cls, target: str) -> None:
+        """Raise a LoihiConvError unless quantization ``target`` can run this readout."""
+        if cls.targets is not None and target not in cls.targets:
+            raise LoihiConvError(f"quantize: the SNN was converted with output={cls.name!r}, which target "
+                                 f"{target!r} cannot run (it needs one of: {', '.join(cls.targets)})",
+                                 f"quantize for {' or '.join(repr(t) for t in cls.targets)}, or convert "
+                                 "with Recipe(output='potential') (the default)")
+
+    @classmethod
+    def output_neuron(cls, graph: ir.Graph, shape: tuple[int, ...]) -> ir.Neuron | None:
+        """The float neuron the quantizer gives the output block of ``shape`` (C, ...): None keeps
+        the non-spiking Readout accumulator."""
+        return None
+
+    @classmethod
+    def fixed_scores(cls, run: "FixedRun") -> np.ndarray:
+        """Integer class scores (N, K, ...) of a fixed-point run; the argmax is the prediction."""
+        raise NotImplementedError
+
 
 @register_readout("potential")
 class PotentialReadout(Readout):
     """Non-spiking accumulator: scores = ``sum_t z(t)`` over the steps run (RetinaNet paper,
-    potential encoding of the output; docs/architecture.md)."""
+    potential encoding of the output; docs/architecture.md). Fixed point: the output block's own
+    decode (Readout ``v = u + bias<<bias_exp``, Sigma's last sum, a spiking block's counts)."""
 
     def scores(self, state: State) -> Tensor:
         return state["potential"].clone()
+
+    @classmethod
+    def fixed_scores(cls, run: "FixedRun") -> np.ndarray:
+        return run.potential()
 
 
 @register_readout("spikes")
@@ -122,23 +174,38 @@ class SpikeCountReadout(Readout):
     classes differently and change the argmax). Scores = spike count + rank of the accumulated
     potential / K, so the prediction is the class that spiked most, ties broken by potential
     (for equal counts the larger potential is the larger membrane: ``v = sum z - count theta``).
+
+    Fixed point: the output block is an if-soft population with threshold ``theta_out`` (the
+    quantizer maps it like a hidden layer: SoftIF with one vth = round(theta_out sigma) and the
+    bias every step on if-soft; CUBA, reset to zero, flagged as an approximation on cuba).
+    Scores = ``count * K + rank(final v)``: for equal counts the final membrane orders classes
+    as the accumulated potential does (exactly with reset by subtraction).
     """
 
     needs_threshold = True
+    targets = SPIKING_TARGETS
 
     def __init__(self, graph: ir.Graph):
         super().__init__(graph)
+        self.theta = self._theta(graph)
+        self.model = get_neuron_model("if-soft")
+
+    @staticmethod
+    def _theta(graph: ir.Graph) -> float:
         theta = graph.meta.get("output_threshold")
         if theta is None:
             raise LoihiConvError("output='spikes' needs an output threshold and the graph has none "
                                  "(graph.meta['output_threshold'])",
                                  "convert the ANN with Recipe(output='spikes'): convert sets it")
-        self.theta = float(theta)
-        self.model = get_neuron_model("if-soft")
+        return float(theta)
+
+    @staticmethod
+    def _neuron(shape: tuple[int, ...], theta: float, dtype: torch.dtype) -> ir.Neuron:
+        return ir.Neuron("output", (), tuple(shape), model="if-soft",
+                         threshold=torch.full((shape[0],), theta, dtype=dtype))
 
     def init_state(self, z: Tensor) -> State:
-        node = ir.Neuron("output", (), tuple(z.shape[1:]), model="if-soft",
-                         threshold=torch.full((z.shape[1],), self.theta, dtype=z.dtype))
+        node = self._neuron(tuple(z.shape[1:]), self.theta, z.dtype)
         return {**super().init_state(z), "counts": torch.zeros_like(z),
                 "neuron": self.model.init_state(tuple(z.shape), node, z.dtype, z.device)}
 
@@ -148,6 +215,14 @@ class SpikeCountReadout(Readout):
 
     def scores(self, state: State) -> Tensor:
         return state["counts"] + _ranks(state["potential"])
+
+    @classmethod
+    def output_neuron(cls, graph: ir.Graph, shape: tuple[int, ...]) -> ir.Neuron:
+        return cls._neuron(tuple(shape), cls._theta(graph), torch.float64)
+
+    @classmethod
+    def fixed_scores(cls, run: "FixedRun") -> np.ndarray:
+        return _int_scores(run.spike_counts(), run.final_membrane())
 
 
 @register_readout("softmax")
@@ -163,29 +238,56 @@ class SoftmaxReadout(Readout):
     competition every step; the paper leaves the generator's rate open).
     Deviation: no reset of V after a spike -- the paper says the neurons "simply accumulate
     their inputs" (the SNN Toolbox code resets the winner to zero).
+
+    Fixed point: host-side (module doc). The run's per-step Readout potential gives ``V(t)`` in
+    ANN units (``readout.FixedRun.potentials``); the draws are the float ones -- same seed, same
+    ``batch`` chunks of samples, float32 as in the simulator -- so the same potentials give the
+    same spikes. Scores = ``count * K + rank(V)``.
     """
 
     rate: ClassVar[float] = 1.0
+    targets = SPIKING_TARGETS
+    batch: ClassVar[int] = 500  # simulate()'s default batch_size: the generator's consumption order
 
     def __init__(self, graph: ir.Graph):
         super().__init__(graph)
+        self.gen = self._generator(graph)
+
+    @staticmethod
+    def _generator(graph) -> torch.Generator:
         seed = int((graph.meta.get("recipe") or {}).get("seed", 0))
-        self.gen = torch.Generator().manual_seed(seed)
+        return torch.Generator().manual_seed(seed)
+
+    @classmethod
+    def _draw(cls, gen: torch.Generator, v: Tensor) -> Tensor:
+        """One competition per sample (and position): one-hot spikes shaped like ``v`` (N, K, ...),
+        the winner drawn from ``softmax(v)`` over the class dim."""
+        k = v.shape[1]
+        p = torch.softmax(v, dim=1).movedim(1, -1).reshape(-1, k)        # (N * positions, K)
+        winner = torch.multinomial(p, 1, generator=gen)                    # (N * positions, 1)
+        fire = torch.ones_like(winner, dtype=v.dtype)
+        if cls.rate < 1.0:
+            fire = (torch.rand(winner.shape, generator=gen) < cls.rate).to(v.dtype)
+        spikes = torch.zeros_like(p).scatter_(1, winner, fire)
+        return spikes.reshape(v.movedim(1, -1).shape).movedim(-1, 1)
 
     def init_state(self, z: Tensor) -> State:
         return {**super().init_state(z), "counts": torch.zeros_like(z)}
 
     def step(self, state: State, z: Tensor) -> None:
         super().step(state, z)
-        v, counts = state["potential"], state["counts"]
-        k = v.shape[1]
-        p = torch.softmax(v, dim=1).movedim(1, -1).reshape(-1, k)        # (N * positions, K)
-        winner = torch.multinomial(p, 1, generator=self.gen)                # (N * positions, 1)
-        fire = torch.ones_like(winner, dtype=v.dtype)
-        if self.rate < 1.0:
-            fire = (torch.rand(winner.shape, generator=self.gen) < self.rate).to(v.dtype)
-        spikes = torch.zeros_like(p).scatter_(1, winner, fire)
-        counts.add_(spikes.reshape(v.movedim(1, -1).shape).movedim(-1, 1))
+        state["counts"].add_(self._draw(self.gen, state["potential"]))
 
     def scores(self, state: State) -> Tensor:
         return state["counts"] + _ranks(state["potential"])
+
+    @classmethod
+    def fixed_scores(cls, run: "FixedRun") -> np.ndarray:
+        v = torch.from_numpy(run.potentials()).float()  # (N, steps, K, ...) ANN units
+        gen = cls._generator(run.qnet)
+        counts = torch.zeros((v.shape[0],) + tuple(v.shape[2:]), dtype=torch.float32)
+        for lo in range(0, v.shape[0], cls.batch):
+            chunk = counts[lo:lo + cls.batch]
+            for t in range(v.shape[1]):
+                chunk.add_(cls._draw(gen, v[lo:lo + cls.batch, t]))
+        return _int_scores(counts.to(torch.int64).numpy(), v[:, -1].numpy())

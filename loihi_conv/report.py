@@ -146,7 +146,7 @@ def lava_counts(qnet: qir.QNetwork, x_int: np.ndarray, steps: int,
     before ``LavaRunner`` compiles it (the runner records only the output block's port).
     """
     from loihi_conv.layout import monitor_to_torch
-    from loihi_conv.readout import scores
+    from loihi_conv.readout import predictions
     from netx_export.build import build
     from netx_export.procs.mmapio import PortRecorder, open_file
     from netx_export.runner import LavaRunner
@@ -171,8 +171,7 @@ def lava_counts(qnet: qir.QNetwork, x_int: np.ndarray, steps: int,
                 res = runner.run(x_int[i], steps)
                 for name, mm in files.items():
                     counts[name][i] = (monitor_to_torch(np.array(mm)) != 0).sum(axis=0)
-                ro = None if res.readout is None else res.readout[None]
-                preds.append(int(scores(qnet, res.output[None], ro).argmax(1)[0]))
+                preds.append(int(predictions(qnet, res)[0]))
             seconds = float(runner.timing["run_s"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -196,7 +195,7 @@ def collect(model: str = "mnist_cnn", target: str = "if-soft", timesteps: tuple[
     from loihi_conv.fold import prepare
     from loihi_conv.inspect import inspect_network
     from loihi_conv.ops import forward
-    from loihi_conv.readout import encode, emulator_predictions, scores, steps_for
+    from loihi_conv.readout import encode, emulator_predictions, predictions, steps_for
     from loihi_conv.simulate import simulate
 
     say = progress or (lambda msg: None)
@@ -242,7 +241,7 @@ def collect(model: str = "mnist_cnn", target: str = "if-soft", timesteps: tuple[
     steps = steps_for(qnet, detail_t)
     x_int = encode(qnet, x)
     emu = emulate(qnet, x_int, steps)
-    emu_pred = scores(qnet, emu.output, emu.readout).argmax(1)
+    emu_pred = predictions(qnet, emu)
     if detail_t in ts:
         emu_acc[detail_t] = float((emu_pred == y.numpy()).mean())
     emu_acc = dict(sorted(emu_acc.items()))

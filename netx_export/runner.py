@@ -31,6 +31,7 @@ import numpy as np
 from loihi_conv import qir
 from loihi_conv.errors import LoihiConvError
 from loihi_conv.layout import chw_to_whc, monitor_to_torch, torch_to_lava
+from loihi_conv.readout import readout_state
 from netx_export import lava_env
 from netx_export.build import LavaNet, build
 
@@ -74,14 +75,17 @@ INJECT = ("a_in", "bias")
 @dataclass
 class LavaResult:
     """One sample. ``output``: the output block's out-port per step (steps, *out_shape);
-    ``states[block][name]``: (steps, *shape); ``readout``: the output block's final ``u``
-    (*out_shape) for LIF-type outputs (Readout accumulates Σ a<<6 there), else None;
+    ``states[block][name]``: (steps, *shape); ``readout``: the output block's final decode
+    state (*out_shape) (``loihi_conv.readout.READOUT_STATE``: ``u`` of a Readout, which
+    accumulates Σ a<<6, ``v`` of a spiking SoftIF/CUBA output), else None; ``readout_trace``:
+    that state after every step (steps, *out_shape) (the "softmax" decode reads it);
     ``seconds``: wall time of the simulation of this sample."""
     output: np.ndarray
     states: dict[str, dict[str, np.ndarray]]
     readout: np.ndarray | None
     steps: int
     seconds: float
+    readout_trace: np.ndarray | None = None
 
 
 @dataclass
@@ -297,8 +301,9 @@ class LavaRunner:
         states: dict[str, dict[str, np.ndarray]] = {}
         for name, var in pairs:
             states.setdefault(name, {})[var] = rec[(name, var)]
-        readout = rec[(o, "u")][-1] if (o, "u") in rec else None
-        return LavaResult(rec[(o, "s_out")], states, readout, steps, seconds)
+        trace = rec.get((o, readout_state(c.net.output.model)))
+        readout = None if trace is None else trace[-1]
+        return LavaResult(rec[(o, "s_out")], states, readout, steps, seconds, readout_trace=trace)
 
     def _probe_pairs(self, probes) -> tuple[tuple[str, str], ...]:
         """Normalize probes to ((block, state), ...) in network order."""
@@ -351,10 +356,12 @@ def _whc(shape) -> tuple[int, ...]:
 
 
 def _readout_pair(net: LavaNet, pairs) -> tuple[tuple[str, str], ...]:
-    """The output block's ``u`` is always recorded (for ``readout``) when it has one."""
+    """The output block's decode state (``readout_state``: u of a LIF-type output, v of a SoftIF)
+    is always recorded, every step (for ``readout`` and ``readout_trace``)."""
     o = net.output
-    if "u" in STATE_NAMES.get(type(o.model), ()) and (o.name, "u") not in pairs:
-        return ((o.name, "u"),)
+    key = readout_state(o.model)
+    if key in state_names(o.model) and (o.name, key) not in pairs:
+        return ((o.name, key),)
     return ()
 
 

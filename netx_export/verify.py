@@ -7,7 +7,7 @@ import numpy as np
 
 from loihi_conv import qir
 from loihi_conv.emulate import emulate
-from loihi_conv.readout import encode, scores, steps_for
+from loihi_conv.readout import encode, predictions, steps_for
 
 
 @dataclass
@@ -56,12 +56,11 @@ def verify(qnet: qir.QNetwork, x, timesteps: int, runner=None, progress=None) ->
             _compare(ver, "output", {"s": res.output}, {"s": emu.output[i]})
             for block, states in res.states.items():
                 _compare(ver, block, states, {k: v[i] for k, v in emu.states[block].items()})
-            ro = None if res.readout is None else res.readout[None]
-            ver.lava_predictions.append(int(scores(qnet, res.output[None], ro).argmax(1)[0]))
+            ver.lava_predictions.append(int(predictions(qnet, res)[0]))
     finally:
         if own:
             runner.close()
-    ver.emulator_predictions = scores(qnet, emu.output, emu.readout).argmax(1).tolist()
+    ver.emulator_predictions = predictions(qnet, emu).tolist()
     return ver
 
 

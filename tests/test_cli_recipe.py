@@ -44,5 +44,5 @@ def test_bad_method_options_are_one_clear_error():
     assert res.exit_code == 2 and "KEY=VALUE" in res.stderr
     res = invoke(["--neuron", "if-multibit", "--neuron-param", "s_max=3"])  # not a power of two
     assert res.exit_code != 0 and "power of two" in str(res.exception or res.stderr)
-    res = invoke(["--neuron", "if-multibit", "--acp", "--acp-weights"])  # weights model if-soft's rate
+    res = invoke(["--neuron", "if-buffered", "--acp", "--acp-weights"])  # eq. 21 is not a buffered IF's rate
     assert res.exit_code != 0 and "acp_weights" in str(res.exception or res.stderr)

@@ -125,7 +125,7 @@ def test_bad_output_options_are_clear_errors(net):
     for output in ("spikes", "softmax"):
         snn = convert(m, x, Recipe(output=output))
         with pytest.raises(LoihiConvError, match=f"output='{output}'") as e:
-            quantize(snn, "if-soft", 16, calib=x[:64])
+            quantize(snn, "sdnn", 16, calib=x[:64])  # the spiking targets run it: test_outputs_fixed_point.py
         assert "output='potential'" in e.value.fix
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from loihi_conv import ir, ops, qir
@@ -127,19 +127,23 @@ def test_pool_then_padded_conv_that_cannot_fold_is_refused():
         fold(_graph(nodes, "o"))
 
 
-@pytest.mark.parametrize("pool", [dict(padding=(1, 1)), dict(ceil_mode=True),
-                                  dict(padding=(1, 1), count_include_pad=False)])
-def test_padded_or_ceil_avgpool_folds_into_dense_but_not_into_conv(pool):
-    # Its border windows average fewer inputs: still linear (a dense matrix is exact) but no
-    # convolution kernel reproduces it.
+@pytest.mark.parametrize("pool,conv_ok", [(dict(padding=(1, 1)), True), (dict(ceil_mode=True), False),
+                                          (dict(padding=(1, 1), count_include_pad=False), False)])
+def test_padded_or_ceil_avgpool_folds_into_dense_and_into_conv_when_windows_are_uniform(pool, conv_ok):
+    # Zero padding counted in the average (count_include_pad) divides every window by k^2, as a
+    # zero-padded conv does; windows cut by ceil mode or averaging fewer inputs are still linear
+    # (a dense matrix is exact) but no convolution kernel reproduces them.
     gen = torch.Generator().manual_seed(0)
     head = [ir.Input("x", (), (2, 7, 7)), ir.Conv2d("c0", ("x",), weight=_w(gen, 2, 2, 1, 1)),
             _neuron("n0", "c0", 2, gen), ir.AvgPool2d("p", ("n0",), **pool)]
     _check_fold(_graph(head + [ir.Flatten("f", ("p",)), ir.Linear("o", ("f",), weight=_w(gen, 2, 2 * 16))], "o"))
     conv = [ir.Conv2d("c", ("p",), weight=_w(gen, 2, 2, 1, 1)), _neuron("n1", "c", 2, gen),
             ir.Flatten("f", ("n1",)), ir.Linear("o", ("f",), weight=_w(gen, 2, 2 * 16))]
-    with pytest.raises(LoihiConvError, match="AvgPool2d 'p'"):
-        fold(_graph(head + conv, "o"))
+    if conv_ok:
+        _check_fold(_graph(head + conv, "o"))
+    else:
+        with pytest.raises(LoihiConvError, match="AvgPool2d 'p'"):
+            fold(_graph(head + conv, "o"))
 
 
 def test_conv_then_pool_and_conv_then_conv_fold_exactly():
@@ -196,13 +200,22 @@ def test_one_by_one_shortcut_vector_identity_and_bias_after_add_count_once():
     assert [type(s).__name__ for s in blocks[4].synapses] == ["FDense", "FDense"]
 
 
-def test_maxpool_is_refused():
+def test_maxpool_only_on_spikes_and_not_on_sdnn():
+    # A spiking max-pool is a stage on a population's messages: after a synapse (on currents) it
+    # has no meaning; sdnn's graded messages are activation changes, whose max is not a max-pool.
     gen = torch.Generator().manual_seed(0)
-    nodes = [ir.Input("x", (), (2, 4, 4)), ir.Conv2d("c", ("x",), weight=_w(gen, 2, 2, 1, 1)),
-             _neuron("n", "c", 2, gen), ir.MaxPool2d("mp", ("n",)), ir.Flatten("f", ("mp",)),
-             ir.Linear("o", ("f",), weight=_w(gen, 2, 8))]
+    on_current = [ir.Input("x", (), (2, 4, 4)), ir.Conv2d("c", ("x",), weight=_w(gen, 2, 2, 1, 1)),
+                  ir.MaxPool2d("mp", ("c",)), _neuron("n", "mp", 2, gen), ir.Flatten("f", ("n",)),
+                  ir.Linear("o", ("f",), weight=_w(gen, 2, 8))]
     with pytest.raises(LoihiConvError, match="MaxPool2d 'mp'"):
-        quantize(_graph(nodes, "o"))
+        quantize(_graph(on_current, "o"))
+    on_spikes = [ir.Input("x", (), (2, 4, 4)), ir.Conv2d("c", ("x",), weight=_w(gen, 2, 2, 1, 1)),
+                 _neuron("n", "c", 2, gen), ir.MaxPool2d("mp", ("n",)), ir.Flatten("f", ("mp",)),
+                 ir.Linear("o", ("f",), weight=_w(gen, 2, 8))]
+    qnet = quantize(_graph(on_spikes, "o"))
+    assert qnet.output.synapses[0].pool.scheme == "mli"
+    with pytest.raises(LoihiConvError, match="sdnn"):
+        quantize(_graph(on_spikes, "o"), target="sdnn")
 
 
 @settings(max_examples=30, deadline=None)
@@ -318,6 +331,10 @@ def test_every_target_stays_in_range_with_rounding_bounds(target, seed, gains, b
     x = torch.rand(40, n_in, generator=torch.Generator().manual_seed(seed)) * xhi
     graph = _random_net(seed, (n_in, n_h, n_h, 3), "if-zero" if target == "cuba" else "if-soft", gains, brel,
                         x, rel)
+    # A hidden layer silent on every sample makes the output constant: no scale can carry its
+    # (absent) signal, and quantize rightly refuses the all-zero synapse after it.
+    _, acts = ops.forward(graph, x, record=True)
+    assume(all(float(acts[n.name].max()) > 0 for n in graph.of_type(ir.Neuron)))
     qnet = quantize(graph, target, 32, calib=x if calib else None, weight_step=step,
                     input_range=None if calib else (0.0, xhi))
     _assert_in_range(qnet, graph, target, step)
@@ -592,14 +609,26 @@ def test_report_flags_forced_overflow_and_reset_approximation():
     assert any(f.startswith(("overflow:u", "wrap-risk:u")) for f in rep["fc"].flags)
 
 
-@pytest.mark.parametrize("param,fix", [("clamp_steps", "clamp_delay=0"), ("v0", "acp_granularity='channel'")])
-def test_float_only_neuron_params_are_refused_by_exact_targets_and_flagged_by_cuba(param, fix):
-    graph = mlp()
+@pytest.mark.parametrize("param,target,fix", [("clamp_steps", "cuba", "clamp_delay=0"),
+                                               ("v0", "if-soft", "acp_granularity='channel'")])
+def test_float_only_neuron_params_are_refused_by_exact_targets_and_flagged_by_cuba(param, target, fix):
+    model = "if-zero" if target == "cuba" else "if-soft"  # exact on its target
+    graph = mlp(model=model)
     n0 = graph["n0"]
     value = 3 if param == "clamp_steps" else torch.full(n0.shape, 0.1)
     graph.replace("n0", ir.clone_node(n0, params={**n0.params, param: value}))
     with pytest.raises(LoihiConvError, match=f"block 'n0'.*cannot run it exactly") as err:
-        quantize(graph, "if-soft", timesteps=16)
+        quantize(graph, target, timesteps=16)
     assert fix in str(err.value)
-    cuba = quantize(graph, "cuba", timesteps=16)  # reset-to-zero target: dropped, and said so
+    soft = graph.copy()  # if-soft neurons: approximated on cuba, which drops and says so
+    soft.replace("n0", ir.clone_node(n0, model="if-soft", params={**n0.params, param: value}))
+    cuba = quantize(soft, "cuba", timesteps=16)
     assert "params-dropped" in cuba.meta["layers"]["n0"]["flags"]
+
+
+def test_clamp_steps_become_softif_clamp_steps():
+    graph = mlp()
+    n0 = graph["n0"]
+    graph.replace("n0", ir.clone_node(n0, params={**n0.params, "clamp_steps": 3}))
+    qnet = quantize(graph, "if-soft", timesteps=16)
+    assert qnet["n0"].neuron.clamp_steps == 3 and qnet["n1"].neuron.clamp_steps == 0

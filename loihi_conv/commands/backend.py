@@ -159,7 +159,7 @@ def run_lava(obj: Ctx, net, dataset, samples, timesteps, hardware, json_out) -> 
     """
     from netx_export.runner import LavaRunner
     from loihi_conv import pipeline
-    from loihi_conv.readout import encode, scores, steps_for
+    from loihi_conv.readout import encode, predictions, steps_for
 
     qnet = _load_net(net)
     ds = _dataset_of(qnet, dataset, net)
@@ -171,8 +171,7 @@ def run_lava(obj: Ctx, net, dataset, samples, timesteps, hardware, json_out) -> 
     with LavaRunner(net, hardware=hardware) as runner:
         for i in _progress(obj, "lava")(range(len(x_int))):
             res = runner.run(x_int[i], steps)
-            ro = None if res.readout is None else res.readout[None]
-            preds.append(int(scores(qnet, res.output[None], ro).argmax(1)[0]))
+            preds.append(int(predictions(qnet, res)[0]))
         timing = dict(runner.timing)
     acc = float((np.array(preds) == y.numpy()).mean())
     obj.echo(f"Lava {'Loihi 2' if hardware else 'CPU simulator'}: accuracy {100 * acc:.2f}% on {len(y)} "

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from loihi_conv.errors import LoihiConvError
-from loihi_conv.qir import QNetwork, Readout
+from loihi_conv.qir import QNetwork
+from loihi_conv.readout import readout_state
 
 from .arith import I32_MAX, I32_MIN, abs_bound, wrap32, zeros
 from .neurons import make_neuron
@@ -38,13 +39,17 @@ class EmulationResult:
     ``states[block][name]``: recorded per-step states after each step, (N, steps, *shape) int32
     (``s`` of spiking blocks is int8 0/1).
     ``spike_counts[block]``: number of non-zero out-port messages per neuron, (N, *shape) int64.
-    ``readout``: final ``u`` of a ``Readout`` output block, (N, *out_shape) int64, else None.
+    ``readout``: the output block's final decode state (``readout.READOUT_STATE``: ``u`` of a
+    ``Readout``, ``v`` of a spiking SoftIF/CUBA output), (N, *out_shape) int64, else None.
+    ``readout_trace``: that state after every step, (N, steps, *out_shape) int32, else None (the
+    "softmax" readout decodes the per-step potential).
     """
     output: np.ndarray
     steps: int
     states: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     spike_counts: dict[str, np.ndarray] = field(default_factory=dict)
     readout: np.ndarray | None = None
+    readout_trace: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -295,8 +300,9 @@ class _Recorder:
                                               np.int8 if em.binary(name) else np.int32)
         self.counted = [node.name for node in em.nodes if node.neuron is not None]
         self.counts = {k: np.zeros((n, *em.by_name[k].shape), np.int64) for k in self.counted}
-        self.readout = (np.zeros((n, *out.shape), np.int64)
-                        if isinstance(em.qnet.output.neuron, Readout) else None)
+        self.readout_key = readout_state(em.qnet.output.neuron)  # recorded every step when set
+        self.trace = (np.zeros((n, steps, *out.shape), np.int32)
+                      if self.readout_key is not None else None)
 
     def start_chunk(self, lo: int, size: int, streaming: bool = True) -> None:
         """Rows lo:lo+size come next; ``streaming``: from ``step`` (else from record_train)."""
@@ -314,19 +320,25 @@ class _Recorder:
             for k, v in em.states(name).items():
                 self.states[name][k][rows, t] = v.numpy()
             self.states[name]["s"][rows, t] = msgs[name].numpy()
+        if self.trace is not None:
+            self.trace[rows, t] = em.states(em.output.name)[self.readout_key].numpy()
 
     def end_chunk(self) -> None:
         for k in self.counted:
             self.counts[k][self.rows] = self.chunk_counts[k].numpy()
-        if self.readout is not None:
-            self.readout[self.rows] = self.em.states(self.em.output.name)["u"].numpy()
+
+    def records(self, name: str) -> bool:
+        """Layer-major: whether block ``name``'s states are wanted after every step."""
+        return name in self.states or (name == self.em.output.name and self.trace is not None)
 
     def record_states(self, name: str, t: int, lo: int, hi: int, runner) -> None:
         """Layer-major: states of samples lo:hi (of the chunk) after step t."""
+        rows = slice(self.rows.start + lo, self.rows.start + hi)
         if name in self.states:
-            rows = slice(self.rows.start + lo, self.rows.start + hi)
             for k, v in runner.states().items():
                 self.states[name][k][rows, t] = v.numpy()
+        if name == self.em.output.name and self.trace is not None:
+            self.trace[rows, t] = runner.states()[self.readout_key].numpy()
 
     def count_rows(self, name: str) -> np.ndarray:
         """Layer-major: this chunk's rows of the message counts of ``name`` (B, *shape) int64,
@@ -337,7 +349,8 @@ class _Recorder:
 
     def record_train(self, name: str, train: torch.Tensor, frame_of: list[int], finals) -> None:
         """Layer-major: a block's whole message train (frames (nf*B, *shape), frame_of[t])
-        and its final states (see _run_neuron)."""
+        and its final states (see _run_neuron; the output's decode state comes from the
+        per-step ``trace`` instead)."""
         rows, em = self.rows, self.em
         batch = rows.stop - rows.start
         frames = train.reshape(-1, batch, *train.shape[1:])
@@ -347,12 +360,11 @@ class _Recorder:
                 self.output[rows] = per_step
             if name in self.states:
                 self.states[name]["s"][rows] = per_step
-        if name == em.output.name and self.readout is not None:
-            self.readout[rows] = torch.cat(finals["u"]).numpy()
 
     def result(self) -> EmulationResult:
+        final = None if self.trace is None else self.trace[:, -1].astype(np.int64)
         return EmulationResult(output=self.output, steps=self.steps, states=self.states,
-                               spike_counts=self.counts, readout=self.readout)
+                               spike_counts=self.counts, readout=final, readout_trace=self.trace)
 
 
 # ---- layer-major schedule ------------------------------------------------------------------
@@ -523,7 +535,7 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
         runner = make_neuron(block.neuron, block)
         runner.reset(hi - lo, node.a_bound, None if bias is None else bias[lo:hi])
         slices.append((lo, hi, runner))
-    recorded = node.name in rec.states
+    recorded = rec.records(node.name)
     for t0, t1, a_in in inputs:
         for lo, hi, runner in slices:
             whole, c8 = hi - lo == batch, count8[lo:hi]

@@ -19,10 +19,10 @@ import torch
 
 from loihi_conv import ir, qir
 from loihi_conv.errors import LoihiConvError
-from loihi_conv.outputs import require_potential
+from loihi_conv.outputs import readout_class, readout_name
 
 from . import cuba, sdnn, softif  # noqa: F401  (register the targets)
-from .common import TARGETS, Context, Options, QuantizeWarning, register_target
+from .common import SPIKE_POOL_TARGETS, TARGETS, Context, Options, QuantizeWarning, register_target
 from .fold import DT, fold, hops
 from .report import LayerReport, QuantReport, report
 
@@ -50,9 +50,12 @@ def quantize(snn: ir.Graph, target: str = "if-soft", timesteps: int = 64,
         raise LoihiConvError(f"timesteps={timesteps!r} must be a positive integer",
                              "pass the readout window T, e.g. timesteps=64")
     options = Options.build(opts)
-    require_potential(snn, "quantize")  # spiking/softmax readouts exist in the float simulator only
+    scheme = readout_class(readout_name(snn))  # Recipe.output: what the output block must be
+    scheme.check_target(target)
     with _one_thread():
         blocks = fold(snn)
+        _check_pools(blocks, target)
+        blocks[-1].neuron = scheme.output_neuron(snn, tuple(blocks[-1].shape))  # None: Readout
         unknown = sorted(set(options.scales) - {b.name for b in blocks[1:]})
         if unknown:
             raise LoihiConvError(f"quantize: scales= names unknown block(s) {', '.join(unknown)}",
@@ -66,6 +69,17 @@ def quantize(snn: ir.Graph, target: str = "if-soft", timesteps: int = 64,
     if "recipe" in snn.meta:
         qnet.meta["recipe"] = snn.meta["recipe"]
     return qnet
+
+
+def _check_pools(blocks, target: str) -> None:
+    """Spiking max-pool stages run on the spiking targets only (``SPIKE_POOL_TARGETS``)."""
+    pooled = [f"'{b.name}' (from '{s.source}', {s.pool.scheme})" for b in blocks for s in b.synapses
+              if s.pool is not None]
+    if pooled and target not in SPIKE_POOL_TARGETS:
+        raise LoihiConvError(f"target {target!r} cannot run the spiking max-pool stage of block(s) "
+                             f"{', '.join(pooled)}: its messages are not spikes in threshold units",
+                             f"quantize for {' or '.join(map(repr, SPIKE_POOL_TARGETS))}, or convert "
+                             "with max_pool='avg' (a linear pool)")
 
 
 @contextmanager

@@ -311,7 +311,8 @@ def syn_data(block: FBlock, srcs: dict[str, Source], shapes: dict[str, tuple]) -
 def search_block(block: FBlock, data: list[SynData], ctx: Context, rule: HiddenRule) -> tuple[Candidate, bool]:
     """Best candidate for one hidden or output block (a user scale override is the only candidate)."""
     opts = ctx.opts
-    if block.role == "output":
+    if block.role == "output" and block.neuron is None:  # the Readout accumulator (a spiking
+        # output -- Recipe.output 'spikes' -- has a neuron and is mapped like a hidden block)
         make = lambda s: readout_candidate(block, data, ctx, s)  # noqa: E731
         top = readout_limit(block, data, ctx)
         scales, fallback = geometric_grid(top, opts.grid), geometric_grid(top / 2, 1, 8)[1:]
