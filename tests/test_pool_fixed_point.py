@@ -303,3 +303,31 @@ def test_export_refuses_the_spiking_pool(zoo_mli, tmp_path):
         api.save(qnet, tmp_path / "mli.net")
     assert "max_pool='avg'" in err.value.fix and "emulat" in err.value.fix
     assert not list(tmp_path.iterdir())  # nothing written, not even a temp file
+
+
+@pytest.mark.parametrize("scheme", ["spike-max", "mli", "rate-gate"])
+def test_binary_spikes_of_a_large_population_pool_like_the_recorded_spikes(scheme):
+    """Regression: uint8 0/1 spikes of a (2, 16, 16) population, pooled layer-major (the
+    channels-last uint8 max-pool of torch 2.3 refuses planes of more than 255 values)."""
+    shape, c = (2, 16, 16), 2
+    ident = qir.ConvSyn("x", weight=np.ones((c, 1, 1, 1), np.int64), groups=c)
+    sp = qir.SpikePool(scheme, (2, 2), (2, 2))
+    pooled = qir.ConvSyn("n", weight=np.ones((c, 1, 1, 1), np.int64), groups=c, pool=sp)
+    qnet = qir.QNetwork([qir.Block("x", shape),
+                         qir.Block("n", shape, [ident], neuron=qir.SoftIF(vth=np.ones(c, np.int64))),
+                         qir.Block("p", sp.out_shape(shape), [pooled], neuron=qir.Readout())])
+    trains = spike_trains((3,) + shape, 20, seed=5)
+    res = emulate(qnet, trains, 22, record=["n", "p"])
+    spikes = res.states["n"]["s"].astype(np.int64)  # (N, steps, 2, 16, 16), 0/1
+    assert spikes.sum() > 100
+    got = np.diff(res.states["p"]["u"].astype(np.int64), axis=1, prepend=0)[:, 1:] // 64
+    em = Emulator(qnet)  # the streaming path on the same trains
+    em.reset(3, 1)
+    for t in range(22):
+        em.step(torch.from_numpy(trains[:, t % 20]))
+        assert np.array_equal(em.states("p")["u"].numpy(), res.states["p"]["u"][:, t])
+    if scheme == "spike-max":
+        want = F.max_pool2d(torch.from_numpy(spikes[:, :-1]).flatten(0, 1).double(), 2).numpy()
+        assert np.array_equal(got.reshape(want.shape), want)
+    else:  # mli: the cumulative max; rate-gate: one neuron's spikes per window
+        assert got.min() >= 0 and got.max() <= 1

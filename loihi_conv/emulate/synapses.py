@@ -491,10 +491,16 @@ class PoolStage:
         self.pool = pool
 
     def maxpool(self, x: torch.Tensor, **kw) -> torch.Tensor:
-        """PyTorch's max_pool2d on ints (exact; ties -> first index of the window)."""
+        """PyTorch's max_pool2d on ints (exact; ties -> first index of the window). uint8 spikes
+        go through int16: torch 2.3's channels-last uint8 kernel bounds its index by the dtype
+        and refuses any plane larger than 255 values."""
         p = self.pool
-        return F.max_pool2d(x, tuple(p.kernel), tuple(p.stride), tuple(p.padding),
-                            ceil_mode=bool(p.ceil_mode), **kw)
+        narrow = x.dtype == torch.uint8
+        out = F.max_pool2d(x.to(torch.int16) if narrow else x, tuple(p.kernel), tuple(p.stride),
+                           tuple(p.padding), ceil_mode=bool(p.ceil_mode), **kw)
+        if not narrow:
+            return out
+        return (out[0].to(torch.uint8), out[1]) if kw.get("return_indices") else out.to(torch.uint8)
 
     def reset(self, batch: int, steps: int | None = None, bound: int | None = None) -> None:
         """Forget the state (a new batch of samples); ``steps`` and the message ``bound``, when
