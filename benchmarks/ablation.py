@@ -61,12 +61,12 @@ EXTRA_ROWS: dict[str, tuple[dict, bool, bool]] = {
     "burst Γ=5": (dict(PCT, neuron_model="if-burst", neuron_params={"burst": 5}), False, False),
     "buffered IF (negative spikes)": (dict(PCT, neuron_model="if-buffered"), False, False),
     "SpiCalib": (dict(PCT, neuron_model="spicalib"), False, False),
-    "output: spike count": (dict(PCT, output="spikes"), False, False),
-    "output: spiking softmax": (dict(PCT, output="softmax"), False, False),
-    "max-pool: MLIPooling": (dict(PCT, max_pool="mli"), False, False),
-    "max-pool: rate gate (Rueckauer §3.6)": (dict(PCT, max_pool="rate-gate"), False, False),
-    "max-pool: stateless max of spikes": (dict(PCT, max_pool="spike-max"), False, False),
-    "max-pool → average pooling": (dict(PCT, max_pool="avg"), False, False),
+    "output: spike count": (dict(PCT, output="spikes"), False, True),
+    "output: spiking softmax": (dict(PCT, output="softmax"), False, True),
+    "max-pool: MLIPooling": (dict(PCT, max_pool="mli"), False, True),
+    "max-pool: rate gate (Rueckauer §3.6)": (dict(PCT, max_pool="rate-gate"), False, True),
+    "max-pool: stateless max of spikes": (dict(PCT, max_pool="spike-max"), False, True),
+    "max-pool → average pooling": (dict(PCT, max_pool="avg"), False, True),
 }
 ALL_ROWS = {**ROWS, **EXTRA_ROWS}
 
