@@ -37,13 +37,13 @@ class Recipe:
     seed            seed for the calibration subset (and the "softmax" output's generator).
     neuron_params   model-specific options put on every neuron (``ir.Neuron.params``), e.g.
                     {s_max = 2} for "if-multibit"/"if-buffered", {burst = 5} for "if-burst".
-    max_pool        spiking max-pool scheme (``pooling.POOLING_SCHEMES``) the simulator runs
-                    MaxPool2d nodes with: "mli" (lossless, default), "rate-gate", "spike-max",
-                    "avg" (the average-pooling replacement baseline).
-    output          output readout of the float SNN (``outputs.READOUTS``): "potential"
-                    (summed output potential, default; the only one the fixed-point targets
-                    have), "spikes" (IF output neurons, spike count), "softmax" (Rueckauer 2016
-                    §3.5 spiking softmax, seeded by ``seed``).
+    max_pool        spiking max-pool scheme (``pooling.POOLING_SCHEMES``) MaxPool2d nodes run
+                    with: "mli" (lossless, default), "rate-gate", "spike-max", "avg" (the
+                    average-pooling replacement baseline; folded into the next synapse).
+    output          output readout (``outputs.READOUTS``): "potential" (summed output
+                    potential, default), "spikes" (IF output neurons, spike count), "softmax"
+                    (Rueckauer 2016 §3.5 spiking softmax, seeded by ``seed``; on the fixed-point
+                    targets a host-side decode of the per-step potential).
     --- accuracy-at-low-latency methods (loihi_conv.methods) ---
     calib_timesteps T the methods below optimise for (MMSE, ClipRound, LCP, ACP).
     mmse_rounding   "round" (ClipRound, eq. 17), "floor" (ClipFloor, eq. 10) or "zero" (the

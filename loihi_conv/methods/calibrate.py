@@ -7,9 +7,10 @@ calibration inputs x are (N, *input shape); per-channel vectors (C,); per-neuron
 kW), Linear (Nout, Nin)); cached layer inputs/targets are (N, *node shape).
 
 Export: bias and per-channel ``v_init`` changes are representable by the ``if-soft`` target
-(SoftIF has per-channel vth, v_init and bias); per-neuron ``params["v0"]`` (ACP with
-granularity "neuron") and ``params["clamp_steps"]`` are float-SNN only; ``cuba`` starts at v=0
-and so drops every v(0) change (biases still export). Calibrated weights export like any others.
+(SoftIF has per-channel vth, v_init and bias), and so is ``params["clamp_steps"]``
+(``SoftIF.clamp_steps``); per-neuron ``params["v0"]`` (ACP with granularity "neuron") is
+float-SNN only; ``cuba`` starts at v=0 and has no start step, so it drops every v(0) change and
+the clamping (biases still export). Calibrated weights export like any others.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def clamp(snn: ir.Graph, d: int) -> ir.Graph:
     """Voltage clamping (Rueckauer et al. 2016, as used by the RetinaNet paper §II): layer l is
     held at its initial potential -- no integration, no spikes -- for its first ``N(l) = d * l``
     steps, l = synapse hops from the input (first hidden layer l = 1). Stored as
-    ``params["clamp_steps"]``, honoured by the float simulator for every neuron model."""
+    ``params["clamp_steps"]``, honoured by the float simulator for every neuron model and by
+    the if-soft target (``qir.SoftIF.clamp_steps``)."""
     snn = snn.copy()
     lv = levels(snn)
     for n in snn.of_type(ir.Neuron):
