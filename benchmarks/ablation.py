@@ -67,6 +67,11 @@ EXTRA_ROWS: dict[str, tuple[dict, bool, bool]] = {
     "max-pool: rate gate (Rueckauer §3.6)": (dict(PCT, max_pool="rate-gate"), False, True),
     "max-pool: stateless max of spikes": (dict(PCT, max_pool="spike-max"), False, True),
     "max-pool → average pooling": (dict(PCT, max_pool="avg"), False, True),
+    # The low-latency best (benchmarks/low_latency.py "zoo-T8-mb2-export"): HPC multi-bit spikes
+    # with the calibration best and clamping, all of it exportable to the if-soft target.
+    "multi-bit S_max=2 + calibration best + clamping d=1": (
+        dict(MMSE, clip_round=True, lcp=True, acp=True, acp_weights=True, acp_granularity="channel",
+             neuron_model="if-multibit", neuron_params={"s_max": 2}, clamp_delay=1), True, False),
 }
 ALL_ROWS = {**ROWS, **EXTRA_ROWS}
 
