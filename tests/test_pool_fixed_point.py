@@ -1,5 +1,6 @@
 """Spiking max-pool in the fixed-point path: the quantizer's fold (avg -> linear pool, the others
--> a ``qir.SpikePool`` stage), the emulator's integer stages, the real zoo model, export refusal.
+-> a ``qir.SpikePool`` stage), the emulator's integer stages, the real zoo model, its export
+(NetX extension only; tests/test_pool_lava.py runs it on Lava).
 
 Layouts: PyTorch order everywhere; message trains (N, T, C, H, W) ints; records (N, steps, ...).
 """
@@ -297,12 +298,18 @@ def test_mnist_cnn_maxpool_mli_emulator_matches_the_float_snn(zoo_mli):
     assert (emu == flt).mean() >= 0.97
 
 
-def test_export_refuses_the_spiking_pool(zoo_mli, tmp_path):
+def test_the_spiking_pool_exports_as_an_extension_but_not_as_standard_netx(zoo_mli, tmp_path):
+    from netx_export import load, read_info
+
     _, qnet = zoo_mli
     with pytest.raises(LoihiConvError, match="spiking max-pool stage \\('mli'\\)") as err:
-        api.save(qnet, tmp_path / "mli.net")
-    assert "max_pool='avg'" in err.value.fix and "emulat" in err.value.fix
+        api.save(qnet, tmp_path / "std.net", extension=False)
+    assert "max_pool='avg'" in str(err.value)
     assert not list(tmp_path.iterdir())  # nothing written, not even a temp file
+    path = api.save(qnet, tmp_path / "mli.net")  # the extension carries the stage
+    assert read_info(path)["format"] == 1
+    pools = [[vars(s.pool) for b in net.blocks for s in b.synapses if s.pool] for net in (load(path), qnet)]
+    assert pools[0] == pools[1] and len(pools[0]) == 2
 
 
 @pytest.mark.parametrize("scheme", ["spike-max", "mli", "rate-gate"])
@@ -331,3 +338,18 @@ def test_binary_spikes_of_a_large_population_pool_like_the_recorded_spikes(schem
         assert np.array_equal(got.reshape(want.shape), want)
     else:  # mli: the cumulative max; rate-gate: one neuron's spikes per window
         assert got.min() >= 0 and got.max() <= 1
+
+
+@pytest.mark.parametrize("scheme", ["spike-max", "rate-gate"])
+def test_negative_messages_pool_by_their_true_max(scheme):
+    """Regression: torch 2.3's channels-last integer max-pool reads negative values as 0; the
+    emulator pools negative (signed graded) messages by their real order."""
+    trains = -spike_trains((2, 2, 8, 8), 10, seed=9, top=3, p=0.7)  # values in [-3, 0]
+    got = pooled_messages(pool_net(scheme), trains)
+    top = F.max_pool2d(torch.from_numpy(trains).flatten(0, 1).double(), POOL.kernel, POOL.stride,
+                       ceil_mode=POOL.ceil_mode).numpy().reshape(got.shape)
+    assert top.min() < 0
+    if scheme == "spike-max":
+        assert np.array_equal(got, top)
+    else:  # the gate passes one real message of each window: never above the window's max
+        assert got.min() < 0 and (got <= top).all()

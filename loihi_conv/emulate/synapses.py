@@ -491,12 +491,14 @@ class PoolStage:
         self.pool = pool
 
     def maxpool(self, x: torch.Tensor, **kw) -> torch.Tensor:
-        """PyTorch's max_pool2d on ints (exact; ties -> first index of the window). uint8 spikes
-        go through int16: torch 2.3's channels-last uint8 kernel bounds its index by the dtype
-        and refuses any plane larger than 255 values."""
+        """PyTorch's max_pool2d on ints (exact; ties -> first index of the window), always on the
+        contiguous (NCHW) layout: torch 2.3's channels-last integer kernel clips negative values
+        to 0 (signed sources, rate-gate estimates) and, for uint8, bounds its index by the dtype
+        (planes over 255 values are refused), so uint8 spikes also go through int16."""
         p = self.pool
         narrow = x.dtype == torch.uint8
-        out = F.max_pool2d(x.to(torch.int16) if narrow else x, tuple(p.kernel), tuple(p.stride),
+        x = (x.to(torch.int16) if narrow else x).contiguous()
+        out = F.max_pool2d(x, tuple(p.kernel), tuple(p.stride),
                            tuple(p.padding), ceil_mode=bool(p.ceil_mode), **kw)
         if not narrow:
             return out
