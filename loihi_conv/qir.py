@@ -11,7 +11,7 @@ Time: every synapse delays by one step (Lava's synapse sends the a_buf computed 
 ``delay`` extra steps on dense synapses. A block with several synapses sums them into one
 neuron input (Lava InPort fan-in), which is how residual adds are built.
 
-Spiking max-pool (``SpikePool``, loihi-conv emulator only): a synapse with ``pool`` set receives
+Spiking max-pool (``SpikePool``, emulator and NetX extension): a synapse with ``pool`` set receives
 its source's out-port messages through a stateful integer pooling stage, and its weights act on
 the pooled (C, H', W') messages (a ``DenseSyn`` sees them flattened in C order). The stage runs
 in the synapse's receive, in the same step as the weights (no extra delay), which is the float
@@ -32,7 +32,9 @@ index in row-major window order) and ``msg`` the source's (C, H, W) message:
   ANN max-pool of the integer image, exact since rounding is monotone).
 
 Every scheme's output lies in the source's per-step message range, so message bounds carry over.
-NetX (standard or extension) has no such stage: the writer refuses pooled synapses.
+Standard NetX has no such stage; the NetX extension writes it as a ``spikePool`` group on the
+synapse and Lava runs it as the custom process ``netx_export.procs.pool.SpikePoolProc``
+(docs/netx-extension.md).
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ Two engines:
   incoming connections, magma/core/model/py/ports.py:333-351). A synapse fed by a graded
   neuron (SDNN, or SoftIF in a burst/multi-bit/buffered mode or with SpiCalib) gets
   ``num_message_bits > 0`` (``MESSAGE_BITS``), so Lava applies ``W · payload`` instead of
-  casting spikes to bool.
+  casting spikes to bool. A synapse with a spiking max-pool stage (``qir.SpikePool``) receives
+  its source through a ``procs.pool.SpikePoolProc`` in the same step, with the source's bits.
 
 Layouts: QNetwork arrays are PyTorch order; every Lava process gets Lava order (W,H,C) via
 ``loihi_conv.layout``. ``LavaBlock.shape`` stays PyTorch order.
@@ -44,6 +45,7 @@ class LavaBlock:
     model: Any  # the qir neuron (decides state names and reset values)
     synapses: list[Any] = field(default_factory=list)
     bias: np.ndarray | None = None  # the block's bias, Lava order (for inject='bias')
+    pools: list[Any] = field(default_factory=list)  # per synapse: its SpikePoolProc, or None
 
 
 @dataclass
@@ -234,17 +236,18 @@ MESSAGE_BITS = {qir.Cuba: lambda n: 0, qir.Readout: lambda n: 0, qir.SoftIF: _so
                 qir.Delta: lambda n: 16, qir.SigmaDelta: lambda n: 16, qir.Sigma: lambda n: 16}
 
 
-def _conv(syn: qir.ConvSyn, src: qir.Block, bits: int):
-    """Lava Conv takes (X,Y)-ordered geometry: reverse PyTorch's (y, x) pairs."""
+def _conv(syn: qir.ConvSyn, src_shape: tuple[int, ...], bits: int):
+    """Lava Conv takes (X,Y)-ordered geometry: reverse PyTorch's (y, x) pairs. ``src_shape``:
+    the (C,H,W) the weights see (pooled behind a spiking max-pool stage)."""
     from lava.proc.conv.process import Conv
 
     return Conv(weight=conv_weight_to_lava(np.asarray(syn.weight, np.int64)),
-                input_shape=_whc(src.shape), stride=tuple(syn.stride)[::-1],
+                input_shape=_whc(src_shape), stride=tuple(syn.stride)[::-1],
                 padding=tuple(syn.padding)[::-1], dilation=tuple(syn.dilation)[::-1],
                 groups=int(syn.groups), num_message_bits=bits)
 
 
-def _dense(syn: qir.DenseSyn, src: qir.Block, bits: int):
+def _dense(syn: qir.DenseSyn, src_shape: tuple[int, ...], bits: int):
     """Dense (or DelayDense) with an exact mantissa/exponent and an explicit sign mode."""
     from lava.proc.dense.process import DelayDense, Dense
     from lava.utils.weightutils import SignMode
@@ -264,7 +267,26 @@ SYNAPSE_BUILDERS = {qir.ConvSyn: _conv, qir.DenseSyn: _dense}
 SYNAPSE_FLATTENS = {qir.ConvSyn: False, qir.DenseSyn: True}  # dense sees (C,H,W) flattened
 
 
+def _pool(pool: qir.SpikePool, src: qir.Block):
+    """The spiking max-pool stage of a synapse (``procs.pool``), on the source's (W,H,C)."""
+    from netx_export.procs.pool import SpikePoolProc
+
+    return SpikePoolProc(shape=_whc(src.shape), scheme=pool.scheme, kernel=pool.kernel,
+                         stride=pool.stride, padding=pool.padding, ceil_mode=pool.ceil_mode)
+
+
+def _connect(out, port, flat: bool) -> None:
+    """out -> port; ``flat``: (W,H,C) -> (C,H,W) -> PyTorch C-order flatten, as netx does
+    (hdf5.py:655-660)."""
+    (out.transpose([2, 1, 0]).flatten() if flat else out).connect(port)
+
+
 def _build_own(qnet: qir.QNetwork, path: Path | None, input_message_bits: int) -> LavaNet:
+    """Wire the processes. A synapse with a spiking max-pool stage gets a ``SpikePoolProc``
+    between the source's ``s_out`` and its ``s_in`` (no extra step, procs/pool.py), and the
+    stage's messages keep the source's message bits."""
+    from netx_export.procs.pool import message_bits
+
     blocks: dict[str, LavaBlock] = {}
     inputs: list[InputTarget] = []
     for block in qnet.blocks:
@@ -277,15 +299,20 @@ def _build_own(qnet: qir.QNetwork, path: Path | None, input_message_bits: int) -
             src_lava = blocks[syn.source]
             bits = input_message_bits if src.neuron is None else \
                 MESSAGE_BITS[type(src.neuron)](src.neuron)
-            proc = SYNAPSE_BUILDERS[type(syn)](syn, src, bits)
-            flat = SYNAPSE_FLATTENS[type(syn)] and len(src.shape) == 3
+            shape = qir.synapse_input_shape(syn, src.shape)
+            pool = None if syn.pool is None else _pool(syn.pool, src)
+            proc = SYNAPSE_BUILDERS[type(syn)](syn, shape, bits if pool is None else
+                                               message_bits(bits))
+            flat = SYNAPSE_FLATTENS[type(syn)] and len(shape) == 3
+            if pool is not None:
+                _connect(pool.s_out, proc.s_in, flat)
+            entry, entry_flat = (proc.s_in, flat) if pool is None else (pool.s_in, False)
             if src_lava.neuron is None:
-                inputs.append(InputTarget(proc.s_in, flat))
+                inputs.append(InputTarget(entry, entry_flat))
             else:
-                out = src_lava.neuron.s_out
-                # (W,H,C) -> (C,H,W) -> PyTorch C-order flatten, as netx does (hdf5.py:655-660)
-                (out.transpose([2, 1, 0]).flatten() if flat else out).connect(proc.s_in)
+                _connect(src_lava.neuron.s_out, entry, entry_flat)
             proc.a_out.connect(neuron.a_in)
             lb.synapses.append(proc)
+            lb.pools.append(pool)
         blocks[block.name] = lb
     return LavaNet(qnet, list(blocks.values()), "loihi-conv", inputs, None, path)

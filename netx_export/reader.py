@@ -5,7 +5,8 @@ sizes, unknown types, checksum mismatch, garbage or truncated files) becomes a N
 naming the layer and the fix, before Lava or the emulator sees anything.
 
 Mapping (netx semantics, netx/hdf5.py): 'input' (+ optional neuron) -> input block; 'flatten'
-is folded into the following dense synapse; 'conv'/'dense' -> ConvSyn/DenseSyn blocks; a dense
+is folded into the following dense synapse; 'conv'/'dense' -> ConvSyn/DenseSyn blocks (with a
+``qir.SpikePool`` from an extension ``spikePool`` group); a dense
 layer without neuron -> Readout (netx's default integrator); CUBA/LOIHI -> Cuba; SDNN -> Delta
 (input layer), Sigma ('sigma_output'), SigmaDelta (others). Arrays come out in PyTorch order.
 """
@@ -277,7 +278,7 @@ def _read_flatten(g: h5py.Group, i: int, ctx: _Ctx) -> None:
 
 def _read_layer(g: h5py.Group, i: int, ctx: _Ctx, kind: str) -> None:
     where = f"layer {i} ({kind})"
-    syn0 = _SYNAPSE_READERS[kind](g, where, _source(g, i, ctx, where), ctx)
+    syn0 = _read_synapse(kind, g, where, _source(g, i, ctx, where), ctx)
     shape = _shape(g, where)
     block = qir.Block(name=_name(g, f"{kind}{i}"),
                       shape=(int(np.prod(shape)),) if kind == "dense" else shape,
@@ -332,8 +333,41 @@ def _extra_synapses(g: h5py.Group, i: int, ctx: _Ctx, where: str) -> list[qir.Sy
         kind = _type(sub, w)
         if kind not in _SYNAPSE_READERS:
             raise _err(f"{w}: unsupported synapse type {kind!r}")
-        out.append(_SYNAPSE_READERS[kind](sub, w, _source(sub, i, ctx, w), ctx))
+        out.append(_read_synapse(kind, sub, w, _source(sub, i, ctx, w), ctx))
     return out
+
+
+def _read_synapse(kind: str, g: h5py.Group, where: str, src: qir.Block,
+                  ctx: _Ctx) -> qir.Synapse:
+    """A synapse of type ``kind`` from its group, with its spiking max-pool stage if any."""
+    syn = _SYNAPSE_READERS[kind](g, where, src, ctx)
+    syn.pool = _read_pool(g, where, ctx)
+    return syn
+
+
+def _read_pool(g: h5py.Group, where: str, ctx: _Ctx) -> qir.SpikePool | None:
+    """The optional ``spikePool`` group (extension): scheme, kernel, stride [y, x]; padding
+    [y, x] and ceilMode (0/1) default to 0. Values are checked by ``validate``."""
+    if schema.POOL_GROUP not in g:
+        return None
+    w = f"{where} {schema.POOL_GROUP}"
+    if not ctx.fmt:
+        raise _err(f"{w}: a spiking max-pool group in a file without the "
+                   f"'{schema.FORMAT_ATTR}' attribute", "netx would ignore the stage")
+    p = g[schema.POOL_GROUP]
+    if not isinstance(p, h5py.Group):
+        raise _err(f"{w}: is a dataset, expected a group")
+    unknown = sorted(set(p.keys()) - set(schema.POOL_KEYS))
+    if unknown:
+        raise _err(f"{w}: unknown key(s) {unknown} (known: {', '.join(schema.POOL_KEYS)})")
+    for key in ("kernel", "stride"):
+        if key not in p:
+            raise _err(f"{w}: missing '{key}'")
+    ceil = _scalar(p, "ceilMode", w) if "ceilMode" in p else 0
+    if ceil not in (0, 1):
+        raise _err(f"{w}: 'ceilMode' = {ceil}, expected 0 or 1")
+    return qir.SpikePool(_type(p, w, key="scheme"), _pair(p, "kernel", w, 0),
+                         _pair(p, "stride", w, 0), _pair(p, "padding", w, 0), bool(ceil))
 
 
 def _read_conv(g: h5py.Group, where: str, src: qir.Block, ctx: _Ctx) -> qir.ConvSyn:

@@ -1,7 +1,8 @@
 """Run a built network on Lava's CPU simulator (or Loihi 2): compile once, run many samples.
 
-Between samples every neuron state (LIF u/v, SigmaDelta sigma/act/residue, SoftIF v) and every
-synapse buffer (Dense/DelayDense ``a_buff``, Conv ``a_buf``) is reset and the input replaced;
+Between samples every neuron state (LIF u/v, SigmaDelta sigma/act/residue, SoftIF v), every
+synapse buffer (Dense/DelayDense ``a_buff``, Conv ``a_buf``) and every spiking max-pool state in
+use (mli ``cum``/``sent``, rate-gate ``rate``) is reset and the input replaced;
 the compiled runtime is reused (reference doc section 4: identical to fresh runs).
 
 Cost notes (Lava 0.10 moves Var data one element per message, ~40 us each): states are reset
@@ -65,6 +66,21 @@ def softif_counters(neuron) -> tuple[str, ...]:
     spicalib = getattr(neuron, "spicalib_beta", None) is not None
     counted = spicalib or getattr(neuron, "clamp_steps", 0) > 0
     return (("t",) if counted else ()) + (("n_spikes", "t_last", "net") if spicalib else ())
+
+
+def pool_state_names(block: qir.Block) -> tuple[str, ...]:
+    """Probe-able states of the block's spiking max-pool stages (``procs.pool.STATE_VARS``):
+    ``pool<k>.<var>`` for synapse k, e.g. ``pool0.cum``. Recorded only when named in
+    ``probes`` (not by 'all': the emulator has no such record to compare with)."""
+    from netx_export.procs.pool import STATE_VARS
+
+    return tuple(pool_state(k, var) for k, syn in enumerate(block.synapses)
+                 if getattr(syn, "pool", None) is not None for var in STATE_VARS[syn.pool.scheme])
+
+
+def pool_state(k: int, var: str) -> str:
+    """The probe name of Var ``var`` of synapse k's pool stage."""
+    return f"pool{k}.{var}"
 
 
 BIAS_VARS = {qir.Cuba: "bias_mant", qir.Readout: "bias_mant", qir.SoftIF: "bias_mant"}
@@ -131,7 +147,8 @@ class LavaRunner:
     def run(self, x_int: np.ndarray, steps: int, probes=None, inject: str = "a_in") -> LavaResult:
         """Run one sample for ``steps`` steps; see the module docstring for layouts.
 
-        ``probes``: None, 'all', block names, or {block: [state names]} (STATE_NAMES).
+        ``probes``: None, 'all', block names, or {block: [state names]} (STATE_NAMES; a
+        spiking max-pool stage's Vars by name, ``pool_state_names``).
         ``inject``: 'a_in' (input ints into the input neuron's a_in, or into the first synapses
         when the input block has no neuron) or 'bias' (a static input replaces the input
         neuron's bias_mant, as in lava-dl's tinynet test and ``loihi_conv.emulate``).
@@ -233,7 +250,7 @@ class LavaRunner:
         anchor = PortRecorder(shape=_whc(out.shape), rows=steps, path=path)
         out.neuron.s_out.connect(anchor.a_in)
         for k, (name, var) in enumerate((*pairs, *_readout_pair(net, pairs))):
-            target = getattr(net[name].neuron, var)
+            target = _state_var(net[name], var)
             path, recorders[(name, var)] = new_file(f"state{k}", target.shape, steps)
             VarRecorder(shape=target.shape, rows=steps, path=path).ref.connect_var(target)
         _sample_reset(net, steps)
@@ -318,10 +335,11 @@ class LavaRunner:
             if block.name not in wanted:
                 continue
             avail = state_names(block.neuron)
+            named = avail + pool_state_names(block)  # pool states: by name only
             for s in wanted.pop(block.name) or avail:
-                if s not in avail:
+                if s not in named:
                     raise LoihiConvError(f"block {block.name!r} has no state {s!r}",
-                                         f"its states are {avail}")
+                                         f"its states are {named}")
                 pairs.append((block.name, s))
         if wanted:
             raise LoihiConvError(f"unknown probe block(s) {sorted(wanted)}",
@@ -365,8 +383,23 @@ def _readout_pair(net: LavaNet, pairs) -> tuple[tuple[str, str], ...]:
     return ()
 
 
+def _pool_vars(lb) -> dict[str, Any]:
+    """The Vars a block's pool stages use, by probe name (``pool_state_names``)."""
+    from netx_export.procs.pool import STATE_VARS
+
+    return {pool_state(k, var): getattr(p, var) for k, p in enumerate(lb.pools) if p is not None
+            for var in STATE_VARS[p.proc_params["scheme"]]}
+
+
+def _state_var(lb, name: str):
+    """The Var behind a probe name: a pool stage's, else the block's neuron's."""
+    pools = _pool_vars(lb)
+    return pools[name] if name in pools else getattr(lb.neuron, name)
+
+
 def _sample_reset(net: LavaNet, steps: int):
-    """One SampleReset writing the start values of every neuron state and synapse buffer."""
+    """One SampleReset writing the start values of every neuron state, synapse buffer and
+    spiking max-pool state in use (all restart at 0)."""
     from netx_export.procs.samplereset import sample_reset
 
     targets = []
@@ -379,6 +412,7 @@ def _sample_reset(net: LavaNet, steps: int):
         for syn in lb.synapses:
             targets += [(getattr(syn, b), np.zeros(getattr(syn, b).shape, np.int64))
                         for b in SYNAPSE_BUFFERS if hasattr(syn, b)]
+        targets += [(var, np.zeros(var.shape, np.int64)) for var in _pool_vars(lb).values()]
     reset = sample_reset([v for _, v in targets], interval=steps)
     for k, (var, _) in enumerate(targets):
         getattr(reset, f"ref_{k}").connect_var(var)

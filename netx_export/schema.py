@@ -51,6 +51,11 @@ MAX_UNITS = 127  # largest |payload| per step: every graded SoftIF message fits 
 CLAMP_STEPS_KEY = "clampSteps"  # qir.SoftIF.clamp_steps, int in [0, COUNTER_MAX]
 SPICALIB_BETA_KEY = "spiCalibBeta"  # qir.SoftIF.spicalib_beta, int in [0, COUNTER_MAX]
 COUNTER_MAX = 2**16 - 1
+# Spiking max-pool stage (qir.SpikePool) on a synapse's input: an optional sub-group of the
+# synapse's group (the layer group for its first synapse, ``synapses/<k>/`` for the others).
+# Extension only (netx has no such stage and would ignore the group).
+POOL_GROUP = "spikePool"
+POOL_KEYS = ("scheme", "kernel", "stride", "padding", "ceilMode")  # scheme: string; pairs [y, x]
 NETX_READOUT_VTH = 131072  # netx's default dense neuron: 1 << 18 - 1 (operator precedence)
 DECAY_MAX = 4096
 DELAY_MAX = 62  # netx clamps to 62 (hdf5.py:427-430)

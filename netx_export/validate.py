@@ -2,7 +2,8 @@
 
 Three levels, each a set of small rules dispatched on the neuron/synapse type:
 * ``check_structure``: graph and shapes (sources exist and come earlier, shapes agree with the
-  weights, integer arrays). Violations are malformed networks.
+  weights -- behind a spiking max-pool stage, with the pooled shape --, pool geometry, integer
+  arrays). Violations are malformed networks.
 * ``check_ranges``: values the Lava fixed-point models cannot hold (24-bit states, 17-bit
   vThMant, int16 LIF bias_mant, 12-bit decays, 6-bit delays); hardware-only limits warn.
 * ``check_dense_exact``: dense weights that Lava would clip/truncate -- with the netx rule for
@@ -115,15 +116,44 @@ def _(syn: qir.DenseSyn, block, src, fail) -> None:
                        f"nor {(w.shape[0],)}", "give delays per synapse or per output neuron")
 
 
-def _check_no_pool(syn, block: qir.Block, fail: Fail) -> None:
-    """NetX (standard or our extension) has no spiking max-pool stage (``qir.SpikePool``)."""
+def _check_pool(syn, block: qir.Block, src: qir.Block, fail: Fail) -> qir.Block:
+    """A spiking max-pool stage on the synapse's input (``qir.SpikePool``, extension): a known
+    scheme and PyTorch max_pool2d geometry that fits the (C,H,W) source. Returns the block the
+    synapse's weights see: ``src`` itself, or a stand-in of the pooled (C, H', W') shape."""
     pool = getattr(syn, "pool", None)
-    if pool is not None:
-        raise fail(f"block {block.name!r}: the synapse from {syn.source!r} receives its spikes "
-                   f"through a spiking max-pool stage ({pool.scheme!r}); neither NetX nor the "
-                   "loihi-conv extension has a spiking max-pool process",
-                   "convert with max_pool='avg' (a linear pool, folded into the next synapse) to "
-                   "export, or run this network in the emulator (loihi_conv.emulate)")
+    if pool is None:
+        return src
+    where = f"block {block.name!r}: the spiking max-pool stage on the synapse from {src.name!r}"
+    if not isinstance(pool, qir.SpikePool):
+        raise fail(f"{where} is a {type(pool).__name__}, not a qir.SpikePool",
+                   "set Synapse.pool to a qir.SpikePool or None")
+    if not isinstance(pool.scheme, str) or pool.scheme not in qir.POOL_SCHEMES:
+        raise fail(f"{where} has the unknown scheme {pool.scheme!r}",
+                   f"use one of {', '.join(qir.POOL_SCHEMES)}")
+    geometry = (pool.kernel, pool.stride, pool.padding)
+    if not all(_int_pair(g) for g in geometry) or not isinstance(pool.ceil_mode, bool):
+        raise fail(f"{where} has kernel={pool.kernel!r} stride={pool.stride!r} "
+                   f"padding={pool.padding!r} ceil_mode={pool.ceil_mode!r}",
+                   "give kernel/stride/padding as (y, x) tuples of ints and ceil_mode as "
+                   "True/False")
+    if len(src.shape) != 3:
+        raise fail(f"{where}: the source {src.name!r} has shape {tuple(src.shape)}, not (C,H,W)",
+                   "pool (C,H,W) maps only; pool before the flatten")
+    (kh, kw), (sh, sw), (ph, pw) = ((int(a), int(b)) for a, b in geometry)
+    h, w = (int(n) for n in src.shape[1:])
+    if (min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0 or 2 * ph > kh or 2 * pw > kw
+            or kh > h + 2 * ph or kw > w + 2 * pw or max(sh, sw) > schema.MAX_CONV_GEOMETRY):
+        raise fail(f"{where}: kernel={pool.kernel} stride={pool.stride} padding={pool.padding} "
+                   f"does not fit the {tuple(src.shape)} source",
+                   "use PyTorch's max_pool2d rules: kernel and stride >= 1, padding <= kernel/2, "
+                   "kernel <= input + 2 * padding")
+    return qir.Block(f"{src.name} (pooled)", pool.out_shape(src.shape))
+
+
+def _int_pair(p) -> bool:
+    """A (y, x) tuple of two ints (a tuple, so that the file reads back as the same network)."""
+    return isinstance(p, tuple) and len(p) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in p)
 
 
 def _check_bias(block: qir.Block, fail: Fail) -> None:
@@ -162,8 +192,7 @@ def check_structure(qnet: qir.QNetwork, error_cls: type[LoihiConvError] = LoihiC
             if src is None:
                 raise fail(f"block {block.name!r}: synapse source {syn.source!r} is not an "
                            "earlier block", "list blocks in execution order")
-            _check_no_pool(syn, block, fail)
-            _check_synapse(syn, block, src, fail)
+            _check_synapse(syn, block, _check_pool(syn, block, src, fail), fail)
         _check_bias(block, fail)
         _check_neuron_shape(block.neuron, block, fail)
         seen[block.name] = block
@@ -453,7 +482,8 @@ def _sdnn_exp_reason(neuron, block) -> str | None:
 
 
 def extension_reasons(qnet: qir.QNetwork) -> list[str]:
-    """What standard NetX (sequential, one synapse per layer, netx's neuron set) cannot say."""
+    """What standard NetX (sequential, one synapse per layer, netx's neuron set, no spiking
+    max-pool stage) cannot say."""
     reasons = []
     for i, block in enumerate(qnet.blocks):
         if i == 0 and block.bias is not None:
@@ -464,6 +494,10 @@ def extension_reasons(qnet: qir.QNetwork) -> list[str]:
         if block.synapses and block.synapses[0].source != qnet.blocks[i - 1].name:
             reasons.append(f"{block.name!r}: fed by {block.synapses[0].source!r}, not by the "
                            "previous block")
+        reasons += [f"{block.name!r}: a spiking max-pool stage ({s.pool.scheme!r}) on the synapse "
+                    f"from {s.source!r} (a loihi-conv Lava process; standard netx has none, so "
+                    "convert with max_pool='avg' for a standard file)"
+                    for s in block.synapses if getattr(s, "pool", None) is not None]
         reason = _neuron_reason(block.neuron, block, i == 0)
         if reason:
             reasons.append(reason)

@@ -106,11 +106,13 @@ def _write_block(layers: h5py.Group, block: qir.Block, is_input: bool, index: di
         g["type"] = schema.type_array("input")
     else:
         _write_synapse(block.synapses[0], g)
+        _write_pool(block.synapses[0].pool, g)
         if use_ext:
             g["source"] = schema.int_array(index[block.synapses[0].source])
         for k, syn in enumerate(block.synapses[1:], start=1):
             sg = g.create_group(f"synapses/{k}")
             _write_synapse(syn, sg)
+            _write_pool(syn.pool, sg)
             sg["source"] = schema.int_array(index[syn.source])
     g["shape"] = schema.int_array(block.shape)
     if block.bias is not None:
@@ -156,6 +158,20 @@ def _(syn: qir.DenseSyn, g: h5py.Group) -> None:
     g["weight"] = schema.copy_key_array(syn.weight)
     if syn.delay is not None:
         g["delay"] = schema.int_array(syn.delay)
+
+
+def _write_pool(pool: qir.SpikePool | None, g: h5py.Group) -> None:
+    """Extension: the spiking max-pool stage on this synapse's input, as the optional group
+    ``spikePool`` of the synapse's group: ``scheme`` (string), ``kernel``/``stride``/
+    ``padding`` [y, x] and ``ceilMode`` (0/1), all int64 (the writer always writes all five).
+    A pool makes the file an extension file (``validate.extension_reasons``)."""
+    if pool is None:
+        return
+    p = g.create_group(schema.POOL_GROUP)
+    p["scheme"] = schema.type_array(pool.scheme)
+    for key, value in (("kernel", pool.kernel), ("stride", pool.stride),
+                       ("padding", pool.padding), ("ceilMode", int(bool(pool.ceil_mode)))):
+        p[key] = schema.int_array(value)
 
 
 # ---- neurons ------------------------------------------------------------------------------

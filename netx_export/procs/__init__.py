@@ -7,6 +7,8 @@ that scan fast and free of spurious import warnings.
 
 * ``softif``: the SoftIF neuron (extension), fixed and float models.
 * ``mmapio``: memory-mapped input source and recorders (fast host I/O).
+* ``pool``: the spiking max-pool stage (extension, ``qir.SpikePool``) between a source's
+  ``s_out`` and a synapse's ``s_in``, fixed-point model.
 * ``samplereset``: resets every state and synapse buffer between samples, in-graph.
 """
 from netx_export.lava_env import prepare as _prepare
