@@ -7,6 +7,8 @@ later Lava import in the session working, whatever order the tests run in.
 import pytest
 import torch
 
+from loihi_conv import ir, ops
+
 from netx_export.lava_env import prepare
 
 prepare()
@@ -47,3 +49,32 @@ def fit():
         return model
 
     return run
+
+
+def _small_snn(model: str, params: dict, seed: int = 0) -> ir.Graph:
+    """A float SNN IR of random weights: input 3x10x10 -> conv -> n1 (model, params) -> avgpool ->
+    conv -> n2 -> flatten -> linear output."""
+    g = torch.Generator().manual_seed(seed)
+
+    def w(*shape, scale=0.3):
+        return torch.randn(*shape, generator=g) * scale
+
+    def neuron(name, inp, c):
+        return ir.Neuron(name, (inp,), threshold=0.5 + torch.rand(c, generator=g),
+                         v_init=torch.zeros(c), model=model, params=dict(params))
+
+    nodes = [ir.Input("x", (), (3, 10, 10)),
+             ir.Conv2d("c1", ("x",), weight=w(4, 3, 3, 3), bias=w(4, scale=0.1), padding=(1, 1)),
+             neuron("n1", "c1", 4),
+             ir.AvgPool2d("p1", ("n1",), kernel_size=(2, 2), stride=(2, 2)),
+             ir.Conv2d("c2", ("p1",), weight=w(6, 4, 3, 3), bias=w(6, scale=0.1), padding=(1, 1)),
+             neuron("n2", "c2", 6),
+             ir.Flatten("f", ("n2",)),
+             ir.Linear("fc", ("f",), weight=w(5, 150), bias=w(5, scale=0.1))]
+    return ops.infer_shapes(ir.Graph({n.name: n for n in nodes}, "fc"))
+
+
+@pytest.fixture(scope="session")
+def small_snn():
+    """The builder ``small_snn(model, params, seed=0)`` of a small random float SNN IR graph."""
+    return _small_snn

@@ -30,31 +30,9 @@ MODES = [("if-burst", {"burst": 3}, 3), ("if-multibit", {"s_max": 4}, 4),
 
 
 # ---- float SNN vs quantized emulation ---------------------------------------------------------
-def small_cnn(model: str, params: dict, seed: int = 0) -> ir.Graph:
-    """input 3x10x10 -> conv -> n1 -> avgpool -> conv -> n2 -> flatten -> linear output."""
-    g = torch.Generator().manual_seed(seed)
-
-    def w(*shape, scale=0.3):
-        return torch.randn(*shape, generator=g) * scale
-
-    def neuron(name, inp, c):
-        return ir.Neuron(name, (inp,), threshold=0.5 + torch.rand(c, generator=g),
-                         v_init=torch.zeros(c), model=model, params=dict(params))
-
-    nodes = [ir.Input("x", (), (3, 10, 10)),
-             ir.Conv2d("c1", ("x",), weight=w(4, 3, 3, 3), bias=w(4, scale=0.1), padding=(1, 1)),
-             neuron("n1", "c1", 4),
-             ir.AvgPool2d("p1", ("n1",), kernel_size=(2, 2), stride=(2, 2)),
-             ir.Conv2d("c2", ("p1",), weight=w(6, 4, 3, 3), bias=w(6, scale=0.1), padding=(1, 1)),
-             neuron("n2", "c2", 6),
-             ir.Flatten("f", ("n2",)),
-             ir.Linear("fc", ("f",), weight=w(5, 150), bias=w(5, scale=0.1))]
-    return ops.infer_shapes(ir.Graph({n.name: n for n in nodes}, "fc"))
-
-
 @pytest.mark.parametrize("model,params,units", MODES)
-def test_quantized_graded_modes_follow_the_float_snn(model, params, units, tmp_path):
-    graph = small_cnn(model, params)
+def test_quantized_graded_modes_follow_the_float_snn(model, params, units, tmp_path, small_snn):
+    graph = small_snn(model, params)
     x = 2 * torch.rand(16, 3, 10, 10, generator=torch.Generator().manual_seed(1))
     T = 32
     qnet = quantize(graph, "if-soft", T, calib=x)
@@ -209,7 +187,7 @@ def _with_maxpool(model: str, params: dict) -> ir.Graph:
     return ops.infer_shapes(ir.Graph({n.name: n for n in nodes}, "o"))
 
 
-def test_graphs_the_fixed_point_cannot_express_give_one_clear_error(tmp_path):
+def test_graphs_the_fixed_point_cannot_express_give_one_clear_error(tmp_path, small_snn):
     # A spiking max-pool stage on graded sources is a NetX extension process (standard netx
     # has none): refused as standard NetX, written as the extension (tests/test_pool_lava.py).
     qnet = quantize(_with_maxpool("if-multibit", {"s_max": 2}), "if-soft", 8)
@@ -224,17 +202,17 @@ def test_graphs_the_fixed_point_cannot_express_give_one_clear_error(tmp_path):
         register_neuron(name)(type("SpicalibTest", (SoftResetIF,), {}))
     try:
         with pytest.raises(LoihiConvError, match=f"'{name}' has no mapping") as err:
-            quantize(small_cnn(name, {}), "if-soft", 8)
+            quantize(small_snn(name, {}), "if-soft", 8)
         assert "if-buffered" in err.value.fix
     finally:
         if name == "spicalib-test":
             NEURON_MODELS.pop(name)
     # Graded models are an if-soft (SoftIF) feature; standard CUBA spikes are binary.
     with pytest.raises(LoihiConvError, match="'if-burst' has no mapping on target 'cuba'"):
-        quantize(small_cnn("if-burst", {"burst": 3}), "cuba", 8)
+        quantize(small_snn("if-burst", {"burst": 3}), "cuba", 8)
     # Payloads beyond a signed byte.
     with pytest.raises(LoihiConvError, match="at most 127"):
-        quantize(small_cnn("if-burst", {"burst": 200}), "if-soft", 8)
+        quantize(small_snn("if-burst", {"burst": 200}), "if-soft", 8)
 
 
 def test_emulator_refuses_an_unknown_softif_mode():

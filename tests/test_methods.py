@@ -1,5 +1,4 @@
 """Defining properties of loihi_conv.methods on small networks."""
-import math
 
 import pytest
 import torch

@@ -617,7 +617,7 @@ def test_float_only_neuron_params_are_refused_by_exact_targets_and_flagged_by_cu
     n0 = graph["n0"]
     value = 3 if param == "clamp_steps" else torch.full(n0.shape, 0.1)
     graph.replace("n0", ir.clone_node(n0, params={**n0.params, param: value}))
-    with pytest.raises(LoihiConvError, match=f"block 'n0'.*cannot run it exactly") as err:
+    with pytest.raises(LoihiConvError, match="block 'n0'.*cannot run it exactly") as err:
         quantize(graph, target, timesteps=16)
     assert fix in str(err.value)
     soft = graph.copy()  # if-soft neurons: approximated on cuba, which drops and says so

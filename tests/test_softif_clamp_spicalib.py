@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from loihi_conv import ir, ops, qir
+from loihi_conv import ir, qir
 from loihi_conv.emulate import emulate
 from loihi_conv.errors import LoihiConvError
 from loihi_conv.methods import clamp
@@ -154,30 +154,8 @@ def test_spicalib_messages_are_signed_graded_and_bounded():
 
 
 # ---- quantizer: float SNN -> SoftIF ------------------------------------------------------------
-def small_cnn(model: str, params: dict, seed: int = 0) -> ir.Graph:
-    """input 3x10x10 -> conv -> n1 -> avgpool -> conv -> n2 -> flatten -> linear output."""
-    g = torch.Generator().manual_seed(seed)
-
-    def w(*shape, scale=0.3):
-        return torch.randn(*shape, generator=g) * scale
-
-    def neuron(name, inp, c):
-        return ir.Neuron(name, (inp,), threshold=0.5 + torch.rand(c, generator=g), model=model,
-                         params=dict(params))
-
-    nodes = [ir.Input("x", (), (3, 10, 10)),
-             ir.Conv2d("c1", ("x",), weight=w(4, 3, 3, 3), bias=w(4, scale=0.1), padding=(1, 1)),
-             neuron("n1", "c1", 4),
-             ir.AvgPool2d("p1", ("n1",), kernel_size=(2, 2), stride=(2, 2)),
-             ir.Conv2d("c2", ("p1",), weight=w(6, 4, 3, 3), bias=w(6, scale=0.1), padding=(1, 1)),
-             neuron("n2", "c2", 6),
-             ir.Flatten("f", ("n2",)),
-             ir.Linear("fc", ("f",), weight=w(5, 150), bias=w(5, scale=0.1))]
-    return ops.infer_shapes(ir.Graph({n.name: n for n in nodes}, "fc"))
-
-
 @pytest.mark.parametrize("case", ["clamp", "spicalib", "spicalib-burst+clamp"])
-def test_quantized_clamping_and_spicalib_follow_the_float_snn(case):
+def test_quantized_clamping_and_spicalib_follow_the_float_snn(case, small_snn):
     """Float SNN (delay=1) vs the quantized network in the emulator. Tolerance: the integer
     weights, biases and thresholds are rounded at a scale of a few hundred units per threshold
     (relative error ~1e-3), so a few spikes shift by a step; a shifted spike can move a SpiCalib
@@ -185,7 +163,7 @@ def test_quantized_clamping_and_spicalib_follow_the_float_snn(case):
     counts correlate > 0.99; clamping and corrections must really be in both runs."""
     model, params = {"clamp": ("if-soft", {}), "spicalib": ("spicalib", {"beta": 1}),
                      "spicalib-burst+clamp": ("spicalib", {"beta": 1, "base": "if-burst", "burst": 3})}[case]
-    graph = small_cnn(model, params)
+    graph = small_snn(model, params)
     if "clamp" in case:
         graph = clamp(graph, 1)  # layer l held for its first l steps (Recipe.clamp_delay=1)
     x = 2 * torch.rand(16, 3, 10, 10, generator=torch.Generator().manual_seed(1))
@@ -211,7 +189,7 @@ def test_quantized_clamping_and_spicalib_follow_the_float_snn(case):
     if model == "spicalib":  # corrections happened in the fixed point ...
         assert (res.states["n2"]["s"] < 0).sum() > 10
         # ... in the float SNN too: fewer units than the base model sends
-        base = simulate(small_cnn(params.get("base", "if-soft"), params), x, [T])
+        base = simulate(small_snn(params.get("base", "if-soft"), params), x, [T])
         assert float(sim.counts[T]["n2"].sum()) < float(base.counts[T]["n2"].sum())
     out_q = res.states["fc"]["v"][:, -1] / qnet.output_scale
     out_f = sim.output[T].double().numpy()
@@ -219,12 +197,12 @@ def test_quantized_clamping_and_spicalib_follow_the_float_snn(case):
     assert (out_q.argmax(1) == out_f.argmax(1)).mean() >= 0.85
 
 
-def test_non_integer_beta_is_refused_on_the_exact_target():
+def test_non_integer_beta_is_refused_on_the_exact_target(small_snn):
     with pytest.raises(LoihiConvError, match="beta=2.5 is not an integer") as err:
-        quantize(small_cnn("spicalib", {"beta": 2.5}), "if-soft", 8)
+        quantize(small_snn("spicalib", {"beta": 2.5}), "if-soft", 8)
     assert "integer beta" in err.value.fix
     with pytest.raises(LoihiConvError, match="'spicalib' has no mapping on target 'cuba'"):
-        quantize(small_cnn("spicalib", {"beta": 2}), "cuba", 8)
+        quantize(small_snn("spicalib", {"beta": 2}), "cuba", 8)
 
 
 # ---- NetX extension ------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """torch.fx tracing into the float IR: spellings, residual nets, and the errors users see."""
 import inspect
-import math
 
 import pytest
 import torch
