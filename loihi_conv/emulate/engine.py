@@ -347,10 +347,9 @@ class _Recorder:
         rows.fill(0)
         return rows
 
-    def record_train(self, name: str, train: torch.Tensor, frame_of: list[int], finals) -> None:
-        """Layer-major: a block's whole message train (frames (nf*B, *shape), frame_of[t])
-        and its final states (see _run_neuron; the output's decode state comes from the
-        per-step ``trace`` instead)."""
+    def record_train(self, name: str, train: torch.Tensor, frame_of: list[int]) -> None:
+        """Layer-major: a block's whole message train (frames (nf*B, *shape), frame_of[t]);
+        the output's decode state comes from the per-step ``trace``."""
         rows, em = self.rows, self.em
         batch = rows.stop - rows.start
         frames = train.reshape(-1, batch, *train.shape[1:])
@@ -451,7 +450,7 @@ def _run_layer_major(em: Emulator, xc: torch.Tensor, steps: int, lo: int,
         for node in em.nodes:
             if node.neuron is None:  # neuron-less input: it sends x itself
                 trains[node.name] = (x_frames, x_of, em.x_bound)
-                rec.record_train(node.name, x_frames, x_of, None)
+                rec.record_train(node.name, x_frames, x_of)
                 continue
             if node is em.input:
                 a_in = ([_rows(x_frames, x_of[t], batch) for t in range(steps)]
@@ -460,10 +459,10 @@ def _run_layer_major(em: Emulator, xc: torch.Tensor, steps: int, lo: int,
                 inputs = [(0, steps, a_in)]
             else:
                 inputs = _neuron_inputs(em, node, trains, steps, batch)
-            train, finals = _run_neuron(
+            train = _run_neuron(
                 em, node, qblocks[node.name], inputs, steps, batch,
                 xc[:, 0] if node is em.input and inject == "bias" else None, rec)
-            rec.record_train(node.name, train, list(range(steps)), finals)
+            rec.record_train(node.name, train, list(range(steps)))
             train, bound = (train, 1) if node.neuron.binary else _narrow(train)
             trains[node.name] = (train, list(range(steps)), bound)
 
@@ -516,8 +515,7 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
     """The neuron recurrence over all steps, slice by slice of the batch, time block by time
     block of ``inputs`` ((t0, t1, a_in per step) each, see _neuron_inputs); counts the non-zero
     messages per neuron into ``rec``. Returns the message train (steps*B, *shape) (uint8 0/1
-    for spiking blocks, int32 otherwise; reused by the next chunk) and the final states
-    {name: [(slice, *shape) per slice, in batch order]}."""
+    for spiking blocks, int32 otherwise; reused by the next chunk)."""
     size = max(1, int(np.prod(node.shape)))
     # SLICE_ELEMS per intra-op thread: each keeps its share of the states in its own L2, and
     # fewer, larger ops halve the per-op overhead that threads do not share.
@@ -549,8 +547,4 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
                 if recorded:
                     rec.record_states(node.name, t, lo, hi, runner)
     counts += count8.numpy()
-    finals: dict[str, list[torch.Tensor]] = {}
-    for _, _, runner in slices:
-        for k, v in runner.states().items():
-            finals.setdefault(k, []).append(v)
-    return train, finals
+    return train
