@@ -78,3 +78,19 @@ def _small_snn(model: str, params: dict, seed: int = 0) -> ir.Graph:
 def small_snn():
     """The builder ``small_snn(model, params, seed=0)`` of a small random float SNN IR graph."""
     return _small_snn
+
+
+def _template_digits(n: int, seed: int, noise: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images (N, 1, 8, 8) in [0, 1]: one of 10 fixed random 8x8 templates (the label) plus
+    Gaussian noise of std ``noise``; heavy noise gives close logits, so a readout has to get the
+    ranking right, not just a clear winner."""
+    templates = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(1234))
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=gen)
+    return (templates[y] + noise * torch.randn(n, 1, 8, 8, generator=gen)).clamp(0, 1), y
+
+
+@pytest.fixture(scope="session")
+def template_digits():
+    """The builder ``template_digits(n, seed, noise=1.0)`` of a small labelled image set."""
+    return _template_digits

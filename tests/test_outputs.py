@@ -15,21 +15,12 @@ from loihi_conv.simulate import simulate
 pytestmark = pytest.mark.usefixtures("one_thread", "seeded")  # fixtures in conftest.py
 
 
-def noisy_digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """10 random 8x8 templates under heavy noise: many samples have close logits, so a readout
-    has to get the ranking right, not just a clear winner."""
-    templates = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(1234))
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n,), generator=gen)
-    return (templates[y] + torch.randn(n, 1, 8, 8, generator=gen)).clamp(0, 1), y
-
-
 @pytest.fixture(scope="module")
-def net(fit):
+def net(fit, template_digits):
     torch.manual_seed(0)
-    x, y = noisy_digits(1000, seed=1)
+    x, y = template_digits(1000, seed=1)
     m = fit(nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), x, y, 60)
-    xt, _ = noisy_digits(200, seed=2)
+    xt, _ = template_digits(200, seed=2)
     with torch.no_grad():
         ann = m(xt).argmax(1)
     return m, x, xt, ann

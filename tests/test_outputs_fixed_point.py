@@ -24,20 +24,12 @@ pytestmark = pytest.mark.usefixtures("one_thread", "seeded")  # fixtures in conf
 T = 64
 
 
-def digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """10 random 8x8 templates under noise (class = template)."""
-    templates = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(1234))
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n,), generator=gen)
-    return (templates[y] + 0.6 * torch.randn(n, 1, 8, 8, generator=gen)).clamp(0, 1), y
-
-
 @pytest.fixture(scope="module")
-def net(fit):
+def net(fit, template_digits):
     torch.manual_seed(0)
-    x, y = digits(1000, seed=1)
+    x, y = template_digits(1000, seed=1, noise=0.6)
     m = fit(nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), x, y, 60)
-    xt, yt = digits(400, seed=2)
+    xt, yt = template_digits(400, seed=2, noise=0.6)
     return m, x, xt, yt.numpy()
 
 
