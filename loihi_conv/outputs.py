@@ -53,7 +53,10 @@ State = dict[str, Tensor]
 READOUTS: dict[str, type["Readout"]] = {}
 DEFAULT_READOUT = "potential"
 THRESHOLD_PROBE = "/output-threshold"  # suffix of the ReLU ``convert`` observes the output through
-SPIKING_TARGETS = ("if-soft", "cuba")  # quantization targets with spiking neurons and a Readout output
+# Quantization targets whose blocks send spikes in threshold units and end in a Readout: they run
+# the spiking readouts, and a qir.SpikePool stage can pool their messages (sdnn's messages are
+# changes of an activation: a max of them means nothing).
+SPIKING_TARGETS = ("if-soft", "cuba")
 
 
 register_readout = registrar(READOUTS, "readout scheme (``Recipe.output``)")

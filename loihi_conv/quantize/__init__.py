@@ -19,10 +19,10 @@ import torch
 
 from loihi_conv import ir, qir
 from loihi_conv.errors import LoihiConvError
-from loihi_conv.outputs import readout_class, readout_name
+from loihi_conv.outputs import SPIKING_TARGETS, readout_class, readout_name
 
 from . import cuba, sdnn, softif  # noqa: F401  (register the targets)
-from .common import SPIKE_POOL_TARGETS, TARGETS, Context, Options, QuantizeWarning, register_target
+from .common import TARGETS, Context, Options, QuantizeWarning, register_target
 from .fold import DT, fold, hops
 from .report import LayerReport, QuantReport, report
 
@@ -72,13 +72,13 @@ def quantize(snn: ir.Graph, target: str = "if-soft", timesteps: int = 64,
 
 
 def _check_pools(blocks, target: str) -> None:
-    """Spiking max-pool stages run on the spiking targets only (``SPIKE_POOL_TARGETS``)."""
+    """Spiking max-pool stages run on the spiking targets only (``SPIKING_TARGETS``)."""
     pooled = [f"'{b.name}' (from '{s.source}', {s.pool.scheme})" for b in blocks for s in b.synapses
               if s.pool is not None]
-    if pooled and target not in SPIKE_POOL_TARGETS:
+    if pooled and target not in SPIKING_TARGETS:
         raise LoihiConvError(f"target {target!r} cannot run the spiking max-pool stage of block(s) "
                              f"{', '.join(pooled)}: its messages are not spikes in threshold units",
-                             f"quantize for {' or '.join(map(repr, SPIKE_POOL_TARGETS))}, or convert "
+                             f"quantize for {' or '.join(map(repr, SPIKING_TARGETS))}, or convert "
                              "with max_pool='avg' (a linear pool)")
 
 

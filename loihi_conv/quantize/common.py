@@ -39,9 +39,6 @@ SDNN_EXP = 6  # netx spike_exp = state_exp = 6
 
 
 TARGETS: dict[str, Callable[["Context"], qir.QNetwork]] = {}
-# Targets whose hidden blocks send spikes in threshold units, which a qir.SpikePool stage pools
-# (sdnn messages are changes of an activation: a max of them means nothing).
-SPIKE_POOL_TARGETS = ("if-soft", "cuba")
 
 
 def register_target(name: str):
