@@ -150,6 +150,20 @@ class SoftIF:
     clamp_steps: int = 0
     spicalib_beta: int | None = None
 
+    @property
+    def counters(self) -> tuple[str, ...]:
+        """Step-counted states in use (restart at 0 every sample): ``t`` with clamping or
+        SpiCalib, SpiCalib's ``n_spikes``, ``t_last``, ``net``."""
+        spicalib = self.spicalib_beta is not None
+        return (("t",) if spicalib or self.clamp_steps > 0 else ()) \
+            + (("n_spikes", "t_last", "net") if spicalib else ())
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """Every state the emulator and the Lava process keep (the process's Var names): ``v``,
+        the buffer ``vb`` of 'if-buffered', then ``counters``."""
+        return ("v",) + (("vb",) if self.mode == "if-buffered" else ()) + self.counters
+
 
 @dataclass(eq=False)
 class Delta:

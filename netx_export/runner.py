@@ -36,8 +36,8 @@ from loihi_conv.readout import readout_state
 from netx_export import lava_env
 from netx_export.build import LavaNet, build
 
-# State Vars recorded per neuron model (names as in the Lava processes).
-STATE_NAMES = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"), qir.SoftIF: ("v",),
+# State Vars recorded per neuron model (names as in the Lava processes); SoftIF: its state_names.
+STATE_NAMES = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"),
                qir.Delta: ("act", "residue"), qir.SigmaDelta: ("sigma", "act", "residue"),
                qir.Sigma: ("sigma",)}
 # Vars zeroed between samples (SoftIF's v restarts at v_init << 6 instead, see RESTART).
@@ -47,25 +47,16 @@ RESET_VARS = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"), qir.SoftIF: ("vb",)
 
 
 def state_names(neuron) -> tuple[str, ...]:
-    """Probe-able states of a block's neuron: STATE_NAMES, plus the buffer V^b of a buffered
-    SoftIF (every SoftIF process has the Var; only the buffered mode uses it) and the SoftIF
-    step-counted Vars in use (``softif_counters``)."""
-    extra = ("vb",) if getattr(neuron, "mode", None) == "if-buffered" else ()
-    return STATE_NAMES.get(type(neuron), ()) + extra + softif_counters(neuron)
+    """Probe-able states of a block's neuron: STATE_NAMES, or a SoftIF's own ``state_names``
+    (the buffer V^b of a buffered SoftIF and the step-counted Vars in use; every SoftIF process
+    has all of them)."""
+    return getattr(neuron, "state_names", STATE_NAMES.get(type(neuron), ()))
 
 
 def reset_vars(neuron) -> tuple[str, ...]:
-    """Vars zeroed between samples: RESET_VARS plus the SoftIF step-counted Vars in use."""
-    return RESET_VARS[type(neuron)] + softif_counters(neuron)
-
-
-def softif_counters(neuron) -> tuple[str, ...]:
-    """SoftIF Vars that count steps (procs.softif.COUNTERS) and are in use: ``t`` with clamping
-    or SpiCalib, ``n_spikes``/``t_last``/``net`` with SpiCalib. Every SoftIF process has them;
-    unused ones stay 0, so only these need a reset (a compiled net is reused across samples)."""
-    spicalib = getattr(neuron, "spicalib_beta", None) is not None
-    counted = spicalib or getattr(neuron, "clamp_steps", 0) > 0
-    return (("t",) if counted else ()) + (("n_spikes", "t_last", "net") if spicalib else ())
+    """Vars zeroed between samples (a compiled net is reused across samples): RESET_VARS plus
+    the SoftIF step-counted Vars in use (unused ones stay 0)."""
+    return RESET_VARS[type(neuron)] + getattr(neuron, "counters", ())
 
 
 def pool_state_names(block: qir.Block) -> tuple[str, ...]:

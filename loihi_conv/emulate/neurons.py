@@ -196,7 +196,6 @@ def _buffered(r: "SoftIFRunner", q: torch.Tensor) -> torch.Tensor:
 
 # Graded payload rules of qir.SoftIF.mode (the binary 'if-soft' has its own fast path).
 PAYLOADS = {"if-burst": _burst, "if-multibit": _multibit, "if-buffered": _buffered}
-SPICALIB_STATES = ("n_spikes", "t_last", "net")  # SoftIF states of SpiCalib (Lava Var names)
 
 
 class SoftIFRunner:
@@ -248,9 +247,7 @@ class SoftIFRunner:
         self.binary = self.mode == "if-soft" and self.beta is None
         # A correction takes one unit off the payload: -1 for unsigned modes, -(U+1) buffered.
         self.msg_bound = self.max_units + int(self.beta is not None and self.mode == "if-buffered")
-        self.state_names = (("v", "vb") if self.mode == "if-buffered" else ("v",)) \
-            + (("t",) if self.counted else ()) \
-            + (SPICALIB_STATES if self.beta is not None else ())
+        self.state_names = neuron.state_names
 
     def reset(self, batch: int, a_bound: int, bias=None) -> None:
         mant = bias if bias is not None else (self.bias if self.bias is not None else 0)
