@@ -1,6 +1,6 @@
 """Ablation of the seed papers' accuracy-at-low-latency methods on zoo models.
 
-Rows are Recipes (loihi_conv.methods). A row is run on the float ``if-soft`` SNN (delay=1, Lava
+Rows are Recipes (loihi_conv.convert.methods). A row is run on the float ``if-soft`` SNN (delay=1, Lava
 timing) and, where the fixed-point ``cuba`` target can represent it, quantized for each T and run
 on the bit-exact emulator. Rows marked per-T are converted once per readout window (MMSE
 thresholds, ClipRound bias and calibration optimise for a given T); the others are converted
@@ -22,13 +22,12 @@ from pathlib import Path
 import click
 import torch
 
-from loihi_conv.convert import convert
-from loihi_conv.data import calibration_batches, load_dataset
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.methods import efficiency
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import simulate
-from loihi_conv.zoo import get_model
+from loihi_conv.app.data import calibration_batches, load_dataset
+from loihi_conv.app.zoo import get_model
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert import Recipe, convert
+from loihi_conv.convert.methods import efficiency
+from loihi_conv.snn.simulate import simulate
 
 RESULTS = Path(__file__).parent / "results"
 EFF_T = 64  # the T the efficiency columns are reported at
@@ -109,8 +108,8 @@ def float_row(model, calib, x, y, ts, opts, per_t):
 
 def cuba_row(model, calib, x, y, ts, opts, per_t):
     """Quantized ``cuba`` accuracy at every T on the emulator (reset-to-zero neurons)."""
-    from loihi_conv.quantize import quantize
-    from loihi_conv.readout import emulator_predictions
+    from loihi_conv.emulate import emulator_predictions
+    from loihi_conv.fixed.quantize import quantize
 
     acc, notes, secs = {}, {}, 0.0
     snn = None if per_t else convert(model, calib, recipe_for(opts, None, "if-zero"))

@@ -13,10 +13,9 @@ from pathlib import Path
 import click
 import torch
 
-from loihi_conv.convert import convert
-from loihi_conv.data import calibration_batches
-from loihi_conv.recipe import Recipe
-from loihi_conv.zoo import get_model
+from loihi_conv.app.data import calibration_batches
+from loihi_conv.app.zoo import get_model
+from loihi_conv.convert import Recipe, convert
 
 RESULTS = Path(__file__).parent / "results"
 ROWS = {"plain (channel-wise p99.99)": {}, "LCP": dict(lcp=True), "ACP potential": dict(acp=True),

@@ -23,14 +23,12 @@ from pathlib import Path
 import click
 import torch
 
-from loihi_conv.data import cache_dir
-from loihi_conv.convert import convert
-from loihi_conv.data import calibration_batches, load_dataset
-from loihi_conv.models import resolve
-from loihi_conv.quantize import quantize
-from loihi_conv.readout import emulator_predictions
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import simulate
+from loihi_conv.app.data import cache_dir, calibration_batches, load_dataset
+from loihi_conv.app.models import resolve
+from loihi_conv.convert import Recipe, convert
+from loihi_conv.emulate import emulator_predictions
+from loihi_conv.fixed.quantize import quantize
+from loihi_conv.snn.simulate import simulate
 
 RESULTS = Path(__file__).parent / "results"
 CALIBRATED = dict(normalizer="mmse", granularity="channel", clip_round=True, lcp=True, acp=True,
@@ -110,8 +108,8 @@ def main(cases, samples, emulate, lava):
 def _lava(qnet, x, y, T: int) -> dict:
     """Write the network as a NetX file, read it back and run it on Lava, every state compared
     with the emulator at every step."""
+    from loihi_conv.app.verify import verify
     from netx_export import load, save
-    from netx_export.verify import verify
 
     with tempfile.TemporaryDirectory() as tmp:
         ver = verify(load(save(qnet, Path(tmp) / "net.net")), x, T)

@@ -20,11 +20,11 @@ from netx_export.lava_env import prepare
 prepare()
 
 import netx_export  # noqa: E402
-from netx_export.runner import LavaRunner  # noqa: E402
-from loihi_conv import models, pipeline  # noqa: E402
+from loihi_conv.app import models, pipeline  # noqa: E402
+from loihi_conv.convert import Recipe  # noqa: E402
 from loihi_conv.emulate import emulate  # noqa: E402
-from loihi_conv.readout import encode, steps_for  # noqa: E402
-from loihi_conv.recipe import Recipe  # noqa: E402
+from loihi_conv.fixed.decode import encode, steps_for  # noqa: E402
+from netx_export.runner import LavaRunner  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

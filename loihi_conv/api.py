@@ -7,14 +7,16 @@
     qnet = api.quantize(snn, "if-soft", timesteps=64, calib=calib)
     api.save(qnet, "net.net"); results = api.run_lava("net.net", x_int, steps=68)
 """
-from loihi_conv.convert import convert
+from loihi_conv.app.models import resolve as load_model
+from loihi_conv.app.pipeline import calibration_data, evaluate, test_data
+from loihi_conv.app.qat import qrelu_model
+from loihi_conv.app.zoo import build_model, load_user_model
+from loihi_conv.convert import Recipe, convert
 from loihi_conv.emulate import emulate
-from loihi_conv.models import resolve as load_model
-from loihi_conv.pipeline import calibration_data, evaluate, test_data
-from loihi_conv.quantize import quantize, report
-from loihi_conv.readout import encode, predictions, scores, steps_for
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import simulate
+from loihi_conv.emulate.quant_report import report
+from loihi_conv.fixed.decode import encode, predictions, scores, steps_for
+from loihi_conv.fixed.quantize import quantize
+from loihi_conv.snn.simulate import simulate
 
 
 def save(qnet, path, **kw):
@@ -40,6 +42,6 @@ def run_lava(net, x_int, steps: int, hardware: bool = False, probes=None):
         return [runner.run(x, steps, probes=probes) for x in x_int]
 
 
-__all__ = ["Recipe", "calibration_data", "convert", "emulate", "encode", "evaluate", "load",
-           "load_model", "predictions", "quantize", "report", "run_lava", "save", "scores", "simulate", "steps_for",
-           "test_data"]
+__all__ = ["Recipe", "build_model", "calibration_data", "convert", "emulate", "encode", "evaluate", "load",
+           "load_model", "load_user_model", "predictions", "qrelu_model", "quantize", "report", "run_lava", "save",
+           "scores", "simulate", "steps_for", "test_data"]

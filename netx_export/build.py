@@ -14,7 +14,7 @@ Two engines:
   its source through a ``procs.pool.SpikePoolProc`` in the same step, with the source's bits.
 
 Layouts: QNetwork arrays are PyTorch order; every Lava process gets Lava order (W,H,C) via
-``loihi_conv.layout``. ``LavaBlock.shape`` stays PyTorch order.
+``loihi_conv.base.layout``. ``LavaBlock.shape`` stays PyTorch order.
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from loihi_conv import qir
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.layout import chw_to_whc, conv_weight_to_lava
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.layout import chw_to_whc, conv_weight_to_lava
+from loihi_conv.fixed import qir
 from netx_export import lava_env, validate
 from netx_export.reader import load, read_info
 from netx_export.weights import lava_dense_encoding
@@ -173,7 +173,7 @@ def _bias_whc(block: qir.Block) -> np.ndarray | None:
 
 
 def _lif(neuron, block: qir.Block):
-    """Cuba/Readout -> Lava LIF exactly as netx maps CUBA: du = iDecay-1 (Lava adds 1)."""
+    """Cuba/Accumulator -> Lava LIF exactly as netx maps CUBA: du = iDecay-1 (Lava adds 1)."""
     from lava.proc.lif.process import LIF
 
     bias = _bias_whc(block)
@@ -183,7 +183,7 @@ def _lif(neuron, block: qir.Block):
 
 
 def _softif(neuron: qir.SoftIF, block: qir.Block):
-    from netx_export.procs.softif import SoftIF
+    from netx_export.procs.softif_process import SoftIF
 
     bias = _bias_whc(block)
     return SoftIF(shape=_whc(block.shape), vth=np.asarray(neuron.vth, np.int64),
@@ -217,14 +217,14 @@ def _sigma(neuron: qir.Sigma, block: qir.Block):
     return Sigma(shape=_whc(block.shape))
 
 
-NEURON_BUILDERS = {qir.Cuba: _lif, qir.Readout: _lif, qir.SoftIF: _softif, qir.Delta: _delta,
+NEURON_BUILDERS = {qir.Cuba: _lif, qir.Accumulator: _lif, qir.SoftIF: _softif, qir.Delta: _delta,
                    qir.SigmaDelta: _sigma_delta, qir.Sigma: _sigma}
 
 
 def _softif_bits(neuron: qir.SoftIF) -> int:
     """0 for binary SoftIF spikes; the graded payload's width for burst/multi-bit/buffered or
     SpiCalib (signed)."""
-    from netx_export.procs.softif import message_bits
+    from netx_export.procs.softif_process import message_bits
 
     return message_bits(str(neuron.mode), int(neuron.max_units), neuron.spicalib_beta is not None)
 
@@ -232,7 +232,7 @@ def _softif_bits(neuron: qir.SoftIF) -> int:
 # Output payload bits of a neuron (netx: LIF 0 = binary spikes, SDNN 16): the receiving
 # synapse's num_message_bits (> 0: graded, W·s; 0: binary, s cast to bool). Input ints use the
 # caller's value.
-MESSAGE_BITS = {qir.Cuba: lambda n: 0, qir.Readout: lambda n: 0, qir.SoftIF: _softif_bits,
+MESSAGE_BITS = {qir.Cuba: lambda n: 0, qir.Accumulator: lambda n: 0, qir.SoftIF: _softif_bits,
                 qir.Delta: lambda n: 16, qir.SigmaDelta: lambda n: 16, qir.Sigma: lambda n: 16}
 
 

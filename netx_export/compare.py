@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from loihi_conv import qir
+from loihi_conv.fixed import qir
 from netx_export.schema import to_json
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import sys
 
-from loihi_conv.errors import LoihiConvError
+from loihi_conv.base.errors import LoihiConvError
 
 _LAVA_MP = "lava.magma.runtime.message_infrastructure.multiprocessing"
 

@@ -16,7 +16,7 @@ Changing ``steps``, ``probes``, ``inject`` or static/time-series input recompile
 
 Layouts at the border: ``x_int`` is PyTorch order, static (*shape) or (T_in, *shape); the
 result's ``output`` is (steps, *out_shape) and states are (steps, *shape), PyTorch order; all
-conversions go through ``loihi_conv.layout``.
+conversions go through ``loihi_conv.base.layout``.
 """
 from __future__ import annotations
 
@@ -29,19 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from loihi_conv import qir
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.layout import chw_to_whc, monitor_to_torch, torch_to_lava
-from loihi_conv.readout import readout_state
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.limits import INT16_MAX
+from loihi_conv.base.layout import chw_to_whc, monitor_to_torch, torch_to_lava
+from loihi_conv.fixed import qir
+from loihi_conv.fixed.decode import readout_state
 from netx_export import lava_env
 from netx_export.build import LavaNet, build
 
 # State Vars recorded per neuron model (names as in the Lava processes); SoftIF: its state_names.
-STATE_NAMES = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"),
+STATE_NAMES = {qir.Cuba: ("u", "v"), qir.Accumulator: ("u", "v"),
                qir.Delta: ("act", "residue"), qir.SigmaDelta: ("sigma", "act", "residue"),
                qir.Sigma: ("sigma",)}
 # Vars zeroed between samples (SoftIF's v restarts at v_init << 6 instead, see RESTART).
-RESET_VARS = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"), qir.SoftIF: ("vb",),
+RESET_VARS = {qir.Cuba: ("u", "v"), qir.Accumulator: ("u", "v"), qir.SoftIF: ("vb",),
               qir.Delta: ("act", "residue", "sigma", "error"),
               qir.SigmaDelta: ("sigma", "act", "residue", "error"), qir.Sigma: ("sigma",)}
 
@@ -74,7 +75,7 @@ def pool_state(k: int, var: str) -> str:
     return f"pool{k}.{var}"
 
 
-BIAS_VARS = {qir.Cuba: "bias_mant", qir.Readout: "bias_mant", qir.SoftIF: "bias_mant"}
+BIAS_VARS = {qir.Cuba: "bias_mant", qir.Accumulator: "bias_mant", qir.SoftIF: "bias_mant"}
 SYNAPSE_BUFFERS = ("a_buff", "a_buf")  # Dense/DelayDense, Conv
 INJECT = ("a_in", "bias")
 
@@ -83,7 +84,7 @@ INJECT = ("a_in", "bias")
 class LavaResult:
     """One sample. ``output``: the output block's out-port per step (steps, *out_shape);
     ``states[block][name]``: (steps, *shape); ``readout``: the output block's final decode
-    state (*out_shape) (``loihi_conv.readout.READOUT_STATE``: ``u`` of a Readout, which
+    state (*out_shape) (``loihi_conv.fixed.decode.READOUT_STATE``: ``u`` of an Accumulator, which
     accumulates Σ a<<6, ``v`` of a spiking SoftIF/CUBA output), else None; ``readout_trace``:
     that state after every step (steps, *out_shape) (the "softmax" decode reads it);
     ``seconds``: wall time of the simulation of this sample."""
@@ -204,8 +205,7 @@ class LavaRunner:
 
     def _compile(self, key: tuple) -> None:
         """Wire sources, recorders and the SampleReset around a freshly built network."""
-        from netx_export.procs.mmapio import (MmapSource, PortRecorder, VarRecorder,
-                                               open_file)
+        from netx_export.procs.mmapio import MmapSource, PortRecorder, VarRecorder, open_file
 
         self.close()
         steps, pairs, inject, static = key
@@ -280,7 +280,7 @@ class LavaRunner:
             want = f"{shape}" if inject == "bias" else f"{shape} or (T_in, *{shape})"
             raise LoihiConvError(f"input shape {x.shape} does not match: expected {want}",
                                  "pass one sample in PyTorch order (no batch axis)")
-        lim = 2**15 - 1 if inject == "bias" else 2**31 - 1
+        lim = INT16_MAX if inject == "bias" else 2**31 - 1
         if x.size and np.abs(x.astype(np.float64)).max() > lim:
             raise LoihiConvError(f"input ints reach {np.abs(x).max()}, beyond {lim}",
                                  "lower the input scale" + (" (LIF bias_mant is int16)"
@@ -412,7 +412,7 @@ def _sample_reset(net: LavaNet, steps: int):
 
 def _restart_softif(lb) -> list:
     """SoftIF starts each sample at v = v_init << 6, not at 0."""
-    from netx_export.procs.softif import initial_v
+    from netx_export.procs.softif_process import initial_v
 
     v_init = lb.model.v_init if lb.model.v_init is not None else 0
     return [(lb.neuron.v, initial_v(np.broadcast_to(v_init, (lb.neuron.v.shape[-1],)),

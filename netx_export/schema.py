@@ -17,12 +17,18 @@ from importlib import metadata
 import h5py
 import numpy as np
 
+# Loihi numbers the reader, writer and validator use as ``schema.X`` (defined in base.limits).
+from loihi_conv.base.limits import (  # noqa: F401
+    ACT_SHIFT, COUNTER_MAX, DECAY_ONE, DELAY_MAX, GRADED_UNITS_MAX, NETX_READOUT_VTH, STATE_MAX, VTH_MAX)
+from loihi_conv.fixed.softif_modes import DEFAULT_MODE as SOFTIF_DEFAULT_MODE  # noqa: F401
+from loihi_conv.fixed.softif_modes import SOFTIF_MODES  # noqa: F401
+
 FORMAT_ATTR = "loihi_conv_format"  # root attribute, present only in extension files
 FORMAT_VERSION = 1
 VERSION_ATTR = "loihi_conv_version"
 CHECKSUM_ATTR = "checksum"
 NAME_ATTR = "name"  # layer-group attribute: the QNetwork block name (netx never reads attributes)
-ROLE_ATTR = "loihi_conv_role"  # neuron-group attribute: 'readout' marks a CUBA group as Readout
+ROLE_ATTR = "loihi_conv_role"  # neuron-group attribute: 'readout' marks a CUBA group as the Accumulator
 
 # netx's NetDict key classes (netx/utils.py:41-48): copy_keys go through ``astype(int)`` (floats
 # are truncated toward zero), array_keys are returned raw and handed to Lava as they are.
@@ -37,29 +43,20 @@ EXT_NEURON_TYPES = ("SOFTIF", "DELTA")
 MAX_ELEMENTS = 10**8  # per dataset; anything bigger is not a network we can build
 MAX_LAYERS = 10_000
 MAX_CONV_GEOMETRY = 2**16  # stride/padding/dilation; torch's conv dies with SIGFPE from 2^32 on
-VTH_MAX = 131071  # 17-bit unsigned vThMant (lif/models.py docstring)
-# SoftIF payload modes (qir.SoftIF.mode; extension keys spikeMode/maxUnits): mode -> whether
-# max_units must be a power of two (multi-bit spikes are shifts, HPC eq. 15). 'if-soft' is the
-# binary default and is never written, so files from before graded spikes read unchanged.
-SOFTIF_MODES = {"if-soft": False, "if-burst": False, "if-multibit": True, "if-buffered": True}
-SOFTIF_DEFAULT_MODE = "if-soft"
-MAX_UNITS = 127  # largest |payload| per step: every graded SoftIF message fits a signed byte
+# SoftIF payload modes (qir.SoftIF.mode; extension keys spikeMode/maxUnits) are registered in
+# loihi_conv.fixed.softif_modes (each says whether max_units must be a power of two). The binary
+# default is never written, so files from before graded spikes read unchanged.
 # SoftIF step-counted extension keys, both optional (absent: no clamping / no SpiCalib, so older
 # files read unchanged). Kept to 16 bits so a microcode neuron holds each in one register; the
 # SpiCalib comparison N (t - t') > t' + N beta is evaluated exactly (64-bit) by the emulator
 # and the Lava process.
 CLAMP_STEPS_KEY = "clampSteps"  # qir.SoftIF.clamp_steps, int in [0, COUNTER_MAX]
 SPICALIB_BETA_KEY = "spiCalibBeta"  # qir.SoftIF.spicalib_beta, int in [0, COUNTER_MAX]
-COUNTER_MAX = 2**16 - 1
 # Spiking max-pool stage (qir.SpikePool) on a synapse's input: an optional sub-group of the
 # synapse's group (the layer group for its first synapse, ``synapses/<k>/`` for the others).
 # Extension only (netx has no such stage and would ignore the group).
 POOL_GROUP = "spikePool"
 POOL_KEYS = ("scheme", "kernel", "stride", "padding", "ceilMode")  # scheme: string; pairs [y, x]
-NETX_READOUT_VTH = 131072  # netx's default dense neuron: 1 << 18 - 1 (operator precedence)
-DECAY_MAX = 4096
-DELAY_MAX = 62  # netx clamps to 62 (hdf5.py:427-430)
-STATE_MAX = 2**23 - 1  # 24-bit signed neuron state
 FLOAT32_EXACT = 2**24  # float32 holds every integer up to here
 
 

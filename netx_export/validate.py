@@ -20,8 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from loihi_conv import qir
-from loihi_conv.errors import LoihiConvError
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.limits import ACT_SHIFT, BIAS_MAX, INT16_MAX
+from loihi_conv.fixed import qir
 from netx_export import schema
 from netx_export.weights import lava_dense_encoding, netx_effective_dense
 
@@ -43,7 +44,7 @@ def _ints(x, what: str, fail: Fail) -> np.ndarray:
         return a.astype(np.int64)
     if a.dtype.kind != "f" or not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
         raise fail(f"{what} must hold integers, got dtype {a.dtype}",
-                   "quantize the network (loihi_conv.quantize) before exporting")
+                   "quantize the network (loihi_conv.fixed.quantize) before exporting")
     return a.astype(np.int64)
 
 
@@ -202,10 +203,10 @@ def check_structure(qnet: qir.QNetwork, error_cls: type[LoihiConvError] = LoihiC
 def _check_neuron_shape(neuron, block, fail) -> None:
     if neuron is not None:
         raise fail(f"block {block.name!r}: unsupported neuron {type(neuron).__name__}",
-                   "use one of loihi_conv.qir.NEURONS")
+                   "use one of loihi_conv.fixed.qir.NEURONS")
 
 
-for _cls in (qir.Cuba, qir.Readout, qir.Delta, qir.SigmaDelta):
+for _cls in (qir.Cuba, qir.Accumulator, qir.Delta, qir.SigmaDelta):
     _check_neuron_shape.register(_cls)(lambda neuron, block, fail: None)
 
 
@@ -256,7 +257,7 @@ def _(neuron: qir.Cuba, block, fail, warn) -> None:
 
 
 @_check_neuron_ranges.register
-def _(neuron: qir.Readout, block, fail, warn) -> None:
+def _(neuron: qir.Accumulator, block, fail, warn) -> None:
     # netx's own default readout uses vThMant 131072 (one over the 17-bit range): allowed here.
     _lif_ranges(neuron, block, fail, warn, vth_max=schema.NETX_READOUT_VTH)
 
@@ -267,14 +268,14 @@ def _lif_ranges(neuron, block, fail, warn, vth_max: int) -> None:
     _range(neuron.vth, 0, vth_max, f"block {n!r}: vThMant", "rescale the layer's weights and "
            "threshold together (quantize with a smaller weight scale)", fail)
     for what in ("i_decay", "v_decay"):
-        _range(getattr(neuron, what), 0, schema.DECAY_MAX, f"block {n!r}: {what}",
+        _range(getattr(neuron, what), 0, schema.DECAY_ONE, f"block {n!r}: {what}",
                "decays are 12-bit fractions of 4096", fail)
     _range(neuron.bias_exp, 0, 7, f"block {n!r}: bias_exp", "bias_exp is 3-bit (netx uses 6)",
            fail)
     if block.bias is not None:
-        _range(block.bias, -2**15, 2**15 - 1, f"block {n!r}: bias", "Lava's LIF casts "
+        _range(block.bias, -INT16_MAX - 1, INT16_MAX, f"block {n!r}: bias", "Lava's LIF casts "
                "bias_mant to int16 and wraps; lower the bias scale (or bias_exp)", fail)
-        _hw_warn(block.bias, 4095, f"block {n!r}: bias mantissa (13-bit signed)", warn)
+        _hw_warn(block.bias, BIAS_MAX, f"block {n!r}: bias mantissa (13-bit signed)", warn)
 
 
 @_check_neuron_ranges.register
@@ -284,7 +285,7 @@ def _(neuron: qir.SoftIF, block, fail, warn) -> None:
     _range(neuron.vth, 1, schema.VTH_MAX, f"block {n!r}: SoftIF vth", "thresholds are 17-bit "
            "unsigned and at least 1; rescale weights and thresholds together", fail)
     if neuron.v_init is not None:
-        _range(neuron.v_init, -(schema.STATE_MAX >> 6), schema.STATE_MAX >> 6,
+        _range(neuron.v_init, -(schema.STATE_MAX >> ACT_SHIFT), schema.STATE_MAX >> ACT_SHIFT,
                f"block {n!r}: SoftIF v_init", "v_init<<6 must fit the 24-bit state", fail)
     _range(neuron.bias_exp, 0, 16, f"block {n!r}: SoftIF bias_exp", "use 0..16", fail)
     _softif_units(neuron, n, fail)
@@ -293,7 +294,7 @@ def _(neuron: qir.SoftIF, block, fail, warn) -> None:
         lim = schema.STATE_MAX >> int(neuron.bias_exp)
         _range(block.bias, -lim, lim, f"block {n!r}: SoftIF bias",
                "bias<<bias_exp must fit the 24-bit state; lower the bias scale", fail)
-        _hw_warn(block.bias, 4095, f"block {n!r}: bias mantissa (13-bit signed)", warn)
+        _hw_warn(block.bias, BIAS_MAX, f"block {n!r}: bias mantissa (13-bit signed)", warn)
 
 
 def _softif_units(neuron: qir.SoftIF, n: str, fail: Fail) -> None:
@@ -303,11 +304,11 @@ def _softif_units(neuron: qir.SoftIF, n: str, fail: Fail) -> None:
     if isinstance(units, bool) or not isinstance(units, (int, np.integer)):
         raise fail(f"block {n!r}: SoftIF max_units {units!r} is not an int",
                    "give the largest payload per step as an int")
-    hi = 1 if mode == schema.SOFTIF_DEFAULT_MODE else schema.MAX_UNITS
+    hi = 1 if mode == schema.SOFTIF_DEFAULT_MODE else schema.GRADED_UNITS_MAX
     _range(units, 1, hi, f"block {n!r}: SoftIF max_units ({mode})",
            "binary 'if-soft' sends 1 unit; graded modes at most "
-           f"{schema.MAX_UNITS} (a signed 8-bit payload)", fail)
-    if schema.SOFTIF_MODES[mode] and units & (units - 1):
+           f"{schema.GRADED_UNITS_MAX} (a signed 8-bit payload)", fail)
+    if schema.SOFTIF_MODES[mode].power_of_two and units & (units - 1):
         raise fail(f"block {n!r}: SoftIF max_units {int(units)} of mode {mode!r} is not a "
                    "power of two", "multi-bit payloads are shifts: use S_max = 1, 2, 4, ...")
 
@@ -340,7 +341,7 @@ def _sdnn_ranges(neuron, block, fail, warn) -> None:
         lim = (2**31 - 1) >> (int(neuron.spike_exp) + int(neuron.state_exp))
         _range(block.bias, -lim, lim, f"block {n!r}: bias", "bias << (spike_exp+state_exp) "
                "must fit int32; lower the bias scale", fail)
-        _hw_warn(block.bias, 2**15 - 1, f"block {n!r}: SigmaDelta bias (16-bit)", warn)
+        _hw_warn(block.bias, INT16_MAX, f"block {n!r}: SigmaDelta bias (16-bit)", warn)
 
 
 _check_neuron_ranges.register(qir.SigmaDelta)(_sdnn_ranges)
@@ -444,10 +445,10 @@ def _(neuron: qir.Cuba, block, is_input):
 
 
 @_neuron_reason.register
-def _(neuron: qir.Readout, block, is_input):
+def _(neuron: qir.Accumulator, block, is_input):
     if is_input:
-        return f"{block.name!r}: Readout as the input neuron"
-    return None if neuron.bias_exp == 6 else f"{block.name!r}: Readout bias_exp != 6"
+        return f"{block.name!r}: Accumulator as the input neuron"
+    return None if neuron.bias_exp == 6 else f"{block.name!r}: Accumulator bias_exp != 6"
 
 
 @_neuron_reason.register

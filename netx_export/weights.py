@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loihi_conv.base.limits import DENSE_MIXED_RANGE
+
 EXCITATORY, INHIBITORY, MIXED = "EXCITATORY", "INHIBITORY", "MIXED"
 
 
@@ -50,9 +52,10 @@ def netx_effective_dense(weight: np.ndarray) -> tuple[np.ndarray | None, str]:
     w = np.asarray(weight, dtype=np.int64)
     note = ""
     hi, lo = int(w.max()), int(w.min())
-    if (hi > 254 and lo < 0) or (lo < -256 and hi > 0):
-        w = np.clip(w, -256, 254)
-        note = "netx clips mixed-sign weights to [-256, 254]"
+    (mixed_lo, mixed_hi) = DENSE_MIXED_RANGE
+    if (hi > mixed_hi and lo < 0) or (lo < mixed_lo and hi > 0):
+        w = np.clip(w, mixed_lo, mixed_hi)
+        note = f"netx clips mixed-sign weights to [{mixed_lo}, {mixed_hi}]"
         hi, lo = int(w.max()), int(w.min())
     if hi == 0 and lo == 0:
         return None, "netx raises OverflowError on an all-zero dense matrix"
@@ -129,8 +132,3 @@ def lava_dense_encoding(weight: np.ndarray) -> DenseEncoding | None:
         return DenseEncoding(m, k, 9, sign, False)
     return None
 
-
-def lava_effective_dense(enc: DenseEncoding) -> np.ndarray:
-    """What Lava's bit-accurate Dense applies for ``enc`` (to check exactness)."""
-    applied = _lava_clip_truncate(enc.weights, enc.sign_mode, enc.num_weight_bits)
-    return applied << enc.weight_exp if enc.weight_exp >= 0 else applied >> -enc.weight_exp

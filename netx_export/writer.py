@@ -18,13 +18,13 @@ import h5py
 import numpy as np
 
 import loihi_conv
-from loihi_conv import qir
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.layout import chw_to_whc
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.layout import chw_to_whc
+from loihi_conv.fixed import qir
 from netx_export import schema, validate
 from netx_export.compare import diff_networks
 
-_READOUT_DEFAULT = (schema.NETX_READOUT_VTH, 0, 4096, 6)
+_READOUT_DEFAULT = (schema.NETX_READOUT_VTH, 0, schema.DECAY_ONE, schema.ACT_SHIFT)
 
 
 def save(qnet: qir.QNetwork, path: str | os.PathLike, *, extension: bool | None = None) -> Path:
@@ -179,7 +179,7 @@ def _write_pool(pool: qir.SpikePool | None, g: h5py.Group) -> None:
 def _write_neuron(neuron, g: h5py.Group, block: qir.Block, is_input: bool) -> None:
     if neuron is not None:
         raise LoihiConvError(f"block {block.name!r}: cannot write neuron "
-                             f"{type(neuron).__name__}", "use one of loihi_conv.qir.NEURONS")
+                             f"{type(neuron).__name__}", "use one of loihi_conv.fixed.qir.NEURONS")
 
 
 def _cuba_group(g: h5py.Group, vth: int, i_decay: int, v_decay: int, bias_exp: int) -> h5py.Group:
@@ -201,7 +201,7 @@ def _(neuron: qir.Cuba, g, block, is_input) -> None:
 
 
 @_write_neuron.register
-def _(neuron: qir.Readout, g, block, is_input) -> None:
+def _(neuron: qir.Accumulator, g, block, is_input) -> None:
     """netx's default dense neuron (no group) when it matches; else a tagged CUBA group."""
     params = (neuron.vth, neuron.i_decay, neuron.v_decay, neuron.bias_exp)
     if params == _READOUT_DEFAULT and LAYER_TYPE.get(type(block.synapses[0])) == "dense":

@@ -77,8 +77,8 @@ OUT.mkdir(parents=True, exist_ok=True)
 ''', parameters=True),
     md("## 1. The trained model"),
     code('''
-from loihi_conv import models, pipeline
-from loihi_conv.recipe import Recipe
+from loihi_conv.app import models, pipeline
+from loihi_conv.convert import Recipe
 
 ref = models.resolve(MODEL, progress=False)
 print(f"{ref.name}: dataset {ref.dataset}, input {ref.input_shape}, "
@@ -111,8 +111,8 @@ and observed ranges of its integer states against Loihi's 24-bit limits.
 """),
     code('''
 import netx_export
-from loihi_conv.inspect import inspect_network
-from loihi_conv.quantize import report as quant_report
+from loihi_conv.app.resources import inspect_network
+from loihi_conv.emulate.quant_report import report as quant_report
 
 qnet = pipeline.quantize_snn(snn, ref, recipe, TARGET, T)
 x_calib = pipeline.calibration_data(ref.dataset, recipe)
@@ -135,7 +135,7 @@ emulator and compares every block's spikes and neuron states at every step.
 """),
     code('''
 import numpy as np
-from netx_export.verify import verify
+from loihi_conv.app.verify import verify
 
 x, y = pipeline.test_data(ref.dataset, LAVA_SAMPLES)
 ver = verify(netx_export.load(path), x, T)
@@ -147,7 +147,7 @@ print(f"\\n{ver.total_mismatches} mismatches in {ver.total_compared:,} compared 
 '''),
     md("## 6. Side by side"),
     code('''
-from loihi_conv import plots
+from loihi_conv.app import plots
 
 summary = {"model": MODEL, "target": TARGET, "T": T, "samples": SAMPLES, "ann": ev.ann_accuracy,
            "snn_float": ev.snn_accuracy.get(T), "emulator": emu_acc, "lava": lava_acc,
@@ -198,7 +198,7 @@ OUT.mkdir(parents=True, exist_ok=True)
 ''', parameters=True),
     md("## 1. A model in its own file"),
     code('''
-from loihi_conv.data import dataset_info
+from loihi_conv.app.data import dataset_info
 
 info = dataset_info(DATASET)
 c, h, w = info.input_shape
@@ -227,7 +227,7 @@ print((OUT / "module.py").read_text())
 import importlib.util
 
 import torch
-from loihi_conv.data import load_dataset
+from loihi_conv.app.data import load_dataset
 
 spec = importlib.util.spec_from_file_location("module", OUT / "module.py")
 module = importlib.util.module_from_spec(spec)
@@ -258,8 +258,8 @@ arguments and loads the state dict; everything after that is the same as for zoo
 """),
     code('''
 import netx_export
-from loihi_conv import models, pipeline
-from loihi_conv.recipe import Recipe
+from loihi_conv.app import models, pipeline
+from loihi_conv.convert import Recipe
 
 spec_str = f"{OUT / 'module.py'}:MyNet"
 ref = models.resolve(spec_str, str(OUT / "weights.pt"), DATASET)
@@ -303,7 +303,7 @@ Layers without a spiking equivalent are refused with a message naming the layer 
 """),
     code('''
 from loihi_conv.convert import convert
-from loihi_conv.errors import LoihiConvError
+from loihi_conv.base.errors import LoihiConvError
 
 bad = torch.nn.Sequential(torch.nn.Conv2d(c, 4, 3), torch.nn.Sigmoid(), torch.nn.Flatten(),
                           torch.nn.Linear(4 * (h - 2) * (w - 2), 10))
@@ -349,8 +349,8 @@ OUT = OUT_ROOT / "03_low_latency_methods"
 OUT.mkdir(parents=True, exist_ok=True)
 ''', parameters=True),
     code('''
-from loihi_conv import models, pipeline, plots
-from loihi_conv.recipe import Recipe
+from loihi_conv.app import models, pipeline, plots
+from loihi_conv.convert import Recipe
 
 ref = models.resolve(MODEL, progress=False)
 base = Recipe(calib_size=CALIB_SIZE)
@@ -371,10 +371,10 @@ per-layer activation error: per channel `||x - s||² / ||x||²` between the ANN 
 the SNN's estimate s = rate × threshold (Li et al., parameter calibration, Fig. 5).
 """),
     code('''
-from loihi_conv.fold import prepare
-from loihi_conv.ops import forward
-from loihi_conv.report import channel_relative_error
-from loihi_conv.simulate import simulate
+from loihi_conv.frontend.prepare import prepare
+from loihi_conv.frontend.ops import forward
+from loihi_conv.app.report import channel_relative_error
+from loihi_conv.snn.simulate import simulate
 
 x, y = pipeline.test_data(ref.dataset, SAMPLES)
 ann_out, ann_acts = forward(prepare(ref.module, ref.input_shape), x, record=True)

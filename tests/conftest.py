@@ -7,8 +7,7 @@ later Lava import in the session working, whatever order the tests run in.
 import pytest
 import torch
 
-from loihi_conv import ir, ops
-
+from loihi_conv.frontend import ir, ops
 from netx_export.lava_env import prepare
 
 prepare()

@@ -1,4 +1,4 @@
-"""ACP weights calibration (calibration paper §4.4, eq. 21-24; loihi_conv.methods.calibrate):
+"""ACP weights calibration (calibration paper §4.4, eq. 21-24; loihi_conv.convert.methods.calibrate):
 the analytic layer model, the defining property (a layer's SNN-vs-ANN error goes down) and
 the recipe/CLI options."""
 import click
@@ -7,15 +7,22 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from loihi_conv import ir, ops
-from loihi_conv.commands.options import pop_recipe, recipe_options
-from loihi_conv.convert import as_graph, convert
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.methods.calibrate import (WeightCalibration, cache_layer, calibrate, calibrate_weights,
-                                          feeding_synapse, layer_errors, layer_rates)
-from loihi_conv.normalize import to_snn
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import simulate
+from loihi_conv.app.commands.options import pop_recipe, recipe_options
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert import Recipe
+from loihi_conv.convert.conversion import as_graph, convert
+from loihi_conv.convert.methods.calibrate import (
+    WeightCalibration,
+    cache_layer,
+    calibrate,
+    calibrate_weights,
+    feeding_synapse,
+    layer_errors,
+    layer_rates,
+)
+from loihi_conv.convert.normalize import to_snn
+from loihi_conv.frontend import ir, ops
+from loihi_conv.snn.simulate import simulate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SHAPE = (1, 8, 8)

@@ -1,5 +1,5 @@
 """Bad input through the CLI: one clear message (problem + fix), a non-zero exit code, and no
-traceback unless --debug. Exit codes (loihi_conv/cli.py): 2 LoihiConvError or a click usage
+traceback unless --debug. Exit codes (loihi_conv/app/commands/group.py): 2 LoihiConvError or a click usage
 error, 3 NetXFormatError, 1 only for bugs -- which no case here may hit.
 
 Most cases run in-process with click's CliRunner; a few run the installed `loihi-conv` script
@@ -20,10 +20,10 @@ import torch
 from click.testing import CliRunner
 
 import netx_export
-from loihi_conv import qir
-from loihi_conv.cli import main
+from loihi_conv.app.cli import main
+from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.convert import convert
-from loihi_conv.errors import LoihiConvError
+from loihi_conv.fixed import qir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = Path(sysconfig.get_paths()["purelib"]) / "tests/lava/lib/dl/netx/tiny.net"
@@ -116,14 +116,14 @@ def files(tmp_path_factory) -> dict[str, str]:
 
 
 def _digits_net() -> qir.QNetwork:
-    """A small standard NetX network for (1, 8, 8) digits: conv Cuba -> dense Readout."""
+    """A small standard NetX network for (1, 8, 8) digits: conv Cuba -> dense Accumulator."""
     rng = np.random.default_rng(0)
     conv = 2 * rng.integers(-20, 21, (2, 1, 3, 3))
     dense = 2 * rng.integers(-20, 21, (10, 72))
     dense[0, 0], dense[0, 1] = 40, -40  # mixed sign: netx loads it exactly
     blocks = [qir.Block("in", (1, 8, 8)),
               qir.Block("c", (2, 6, 6), [qir.ConvSyn("in", conv)], neuron=qir.Cuba(vth=100)),
-              qir.Block("out", (10,), [qir.DenseSyn("c", dense)], neuron=qir.Readout())]
+              qir.Block("out", (10,), [qir.DenseSyn("c", dense)], neuron=qir.Accumulator())]
     return qir.QNetwork(blocks, input_scale=16.0, meta={"dataset": "digits", "timesteps": 8})
 
 

@@ -5,7 +5,7 @@ import json
 import click
 from click.testing import CliRunner
 
-from loihi_conv.commands.options import pop_recipe, recipe_options
+from loihi_conv.app.commands.options import pop_recipe, recipe_options
 
 
 @click.command()
@@ -32,7 +32,7 @@ def test_method_flags_compose_into_the_recipe():
 
 
 def test_flags_override_a_recipe_file_and_unset_flags_keep_it(tmp_path):
-    from loihi_conv.recipe import Recipe
+    from loihi_conv.convert import Recipe
 
     path = Recipe(lcp=True, clamp_delay=1, percentile=99.9).to_toml(tmp_path / "r.toml")
     r = json.loads(invoke(["--recipe", str(path), "--no-lcp"]).stdout)

@@ -7,12 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loihi_conv import ir, ops
-from loihi_conv.convert import convert
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import simulate
-
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert import Recipe, convert
+from loihi_conv.frontend import ir, ops
+from loihi_conv.snn.simulate import simulate
 
 pytestmark = pytest.mark.usefixtures("one_thread", "seeded")  # fixtures in conftest.py
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from loihi_conv import data
-from loihi_conv.errors import LoihiConvError
+from loihi_conv.app import data
+from loihi_conv.base.errors import LoihiConvError
 
 
 def _fresh(monkeypatch, tmp_path):

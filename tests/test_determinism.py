@@ -20,11 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netx_export
-from loihi_conv import qir
-from loihi_conv.cli import main
-from loihi_conv.quantize import quantize
-from loihi_conv.recipe import Recipe
-from loihi_conv.convert import convert
+from loihi_conv.app.cli import main
+from loihi_conv.convert import Recipe, convert
+from loihi_conv.fixed import qir
+from loihi_conv.fixed.quantize import quantize
 
 
 def cli(args: str):
@@ -111,5 +110,5 @@ def test_conversion_of_random_networks_is_reproducible(tmp_path_factory, seed, n
     assert first == second
     assert _times(d / "a.net") == {0}
     q = netx_export.load(d / "a.net")
-    assert isinstance(q.output.neuron, (qir.Readout, qir.Sigma))
+    assert isinstance(q.output.neuron, (qir.Accumulator, qir.Sigma))
     assert np.isfinite(q.input_scale)

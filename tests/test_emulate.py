@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from loihi_conv import qir
+from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.emulate import Emulator, emulate
 from loihi_conv.emulate.arith import float_to_int32_x86
 from loihi_conv.emulate.synapses import ConvRunner, DenseRunner, ExactLinear
-from loihi_conv.errors import LoihiConvError
+from loihi_conv.fixed import qir
 
 # ---- plain numpy reference (one sample, loops are fine) ------------------------------------
 
@@ -156,7 +156,7 @@ class RefSigma:
         return {"sigma": self.sigma}
 
 
-REF_NEURONS = {qir.Cuba: RefLif, qir.Readout: RefLif, qir.SoftIF: RefSoftIF,
+REF_NEURONS = {qir.Cuba: RefLif, qir.Accumulator: RefLif, qir.SoftIF: RefSoftIF,
                qir.Delta: RefDelta, qir.SigmaDelta: RefSigmaDelta, qir.Sigma: RefSigma}
 GRADED = (qir.Delta, qir.SigmaDelta, qir.Sigma)
 
@@ -289,7 +289,7 @@ def assert_matches_reference(qnet, x, steps, inject="a_in", **kw):
 
 def lif_net(rng, wmax=255):
     """Graded input -> conv(stride, pad, groups) Cuba(decays) -> conv(dilation) SoftIF,
-    fan-in of three dense synapses (two with delays, one from the input) Cuba -> dense Readout."""
+    fan-in of three dense synapses (two with delays, one from the input) Cuba -> dense Accumulator."""
     w1 = rng.integers(-wmax, wmax + 1, (4, 1, 3, 3))
     w2 = rng.integers(-wmax, wmax + 1, (3, 4, 2, 2))
     c2 = qir.ConvSyn("a", w2, dilation=(2, 1))
@@ -309,7 +309,7 @@ def lif_net(rng, wmax=255):
                                     v_init=rng.integers(-50, 50, 3))),
         qir.Block("c", (5,), [d_b, d_a, d_in], neuron=qir.Cuba(vth=int(rng.integers(100, 2000)))),
         qir.Block("out", (3,), [qir.DenseSyn("c", rng.integers(0, 256, (3, 5)), delay=[0, 2, 5])],
-                  bias=rng.integers(-9, 9, 3), neuron=qir.Readout()),
+                  bias=rng.integers(-9, 9, 3), neuron=qir.Accumulator()),
     ])
 
 
@@ -440,7 +440,7 @@ def test_lif_overflow_corners_match_reference():
                   neuron=qir.Cuba(vth=2 ** 17 - 1, i_decay=1234, v_decay=777)),
         qir.Block("r", (2,), [qir.DenseSyn("l", rng.integers(-255, 256, (2, 4))),
                               qir.DenseSyn("in", rng.integers(-255, 256, (2, 3)))],
-                  neuron=qir.Readout()),
+                  neuron=qir.Accumulator()),
     ])
     x = rng.integers(-2 ** 31, 2 ** 31, (3, 5, 3))
     res = assert_matches_reference(q, x, 12)
@@ -568,7 +568,7 @@ def _lava_run(procs, probes, sources, T):
     from lava.proc import io
     from lava.proc.monitor.process import Monitor
 
-    from loihi_conv.layout import lava_to_torch, monitor_to_torch
+    from loihi_conv.base.layout import lava_to_torch, monitor_to_torch
 
     sinks = {n: io.sink.RingBuffer(shape=p.s_out.shape, buffer=T) for n, p in procs.items()}
     for n, p in procs.items():
@@ -610,7 +610,7 @@ def test_lif_network_bit_exact_with_lava():
     from lava.proc.dense.process import DelayDense, Dense
     from lava.proc.lif.process import LIF
 
-    from loihi_conv.layout import torch_to_lava
+    from loihi_conv.base.layout import torch_to_lava
 
     rng = np.random.default_rng(1)
     T, (C, H, W) = 8, (2, 5, 4)
@@ -626,7 +626,7 @@ def test_lif_network_bit_exact_with_lava():
                   neuron=qir.Cuba(vth=500)),
         qir.Block("l3", (3,), [qir.DenseSyn("l2", 2 * rng.integers(-128, 128, (3, 6)),
                                             delay=rng.integers(0, 4, (3, 6)))],
-                  bias=np.array([5, -7, 0]), neuron=qir.Readout()),
+                  bias=np.array([5, -7, 0]), neuron=qir.Accumulator()),
     ])
     b = {blk.name: blk for blk in q.blocks}
     src = io.source.RingBuffer(data=torch_to_lava(x).astype(np.int32))
@@ -660,7 +660,7 @@ def test_sdnn_network_bit_exact_with_lava():
     from lava.proc.dense.process import Dense
     from lava.proc.sdn.process import Delta, Sigma, SigmaDelta
 
-    from loihi_conv.layout import torch_to_lava
+    from loihi_conv.base.layout import torch_to_lava
 
     rng = np.random.default_rng(2)
     T, (C, H, W) = 8, (2, 4, 4)
@@ -759,7 +759,7 @@ def test_recurrent_network_runs_streaming_and_matches_reference():
                               qir.DenseSyn("h", 2 * rng.integers(-128, 128, (3, 3)))],
                   neuron=qir.Cuba(vth=200, i_decay=1000)),
         qir.Block("out", (2,), [qir.DenseSyn("h", rng.integers(-255, 256, (2, 3)))],
-                  neuron=qir.Readout()),
+                  neuron=qir.Accumulator()),
     ])
     assert not engine._feed_forward(q)
     res = assert_matches_reference(q, rng.integers(-30, 60, (3, 4)), steps=10)

@@ -4,10 +4,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loihi_conv import ir, ops
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.fold import fold_batchnorm, prepare
-from loihi_conv.trace import trace
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.frontend import ir, ops
+from loihi_conv.frontend.fold_bn import fold_batchnorm
+from loihi_conv.frontend.prepare import prepare
+from loihi_conv.frontend.tracing import trace
 
 
 def _randomize_bn(model: nn.Module, gen: torch.Generator) -> nn.Module:

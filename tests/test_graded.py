@@ -1,7 +1,7 @@
 """Graded SoftIF spikes (burst, multi-bit, buffered IF) in the fixed-point targets.
 
 The quantized ``if-soft`` target must reproduce the float ``if-burst`` / ``if-multibit`` /
-``if-buffered`` SNNs (loihi_conv/neurons.py) with SoftIF blocks that send the payload n
+``if-buffered`` SNNs (loihi_conv/snn/neurons/) with SoftIF blocks that send the payload n
 (threshold units, signed for buffered) as a graded spike; the emulator must equal Lava's
 fixed-point SoftIF process bit for bit; the NetX extension must carry the mode. Expected values
 come from the float simulator, from hand-computed trajectories and from Lava itself.
@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from loihi_conv import ir, ops, qir
+from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.emulate import emulate
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.neurons import NEURON_MODELS, SoftResetIF, get_neuron_model, register_neuron
-from loihi_conv.quantize import quantize
-from loihi_conv.simulate import simulate
+from loihi_conv.fixed import qir
+from loihi_conv.fixed.quantize import quantize
+from loihi_conv.frontend import ir, ops
+from loihi_conv.snn.neurons import NEURON_MODELS, get_neuron_model, register_neuron
+from loihi_conv.snn.neurons.if_soft import SoftResetIF
+from loihi_conv.snn.simulate import simulate
 from netx_export.reader import load
 from netx_export.writer import save
 

@@ -1,4 +1,4 @@
-"""`loihi-conv inspect` / loihi_conv.inspect on lava-dl's own NetX files and on ours.
+"""`loihi-conv inspect` / loihi_conv.app.resources on lava-dl's own NetX files and on ours.
 
 Expected values are read from the files with h5py directly (not through netx_export.load) and
 counted by brute force, so the inspector's reading and counting are checked independently.
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from loihi_conv import qir
-from loihi_conv.cli import main
-from loihi_conv.inspect import LIMITS, conv_taps, inspect_file, inspect_network, mantissa_bits
+from loihi_conv.app.cli import main
+from loihi_conv.app.resources import LIMITS, conv_taps, inspect_file, inspect_network, mantissa_bits
+from loihi_conv.fixed import qir
 
 NETX = Path(__file__).resolve().parents[1] / ".venv/lib/python3.10/site-packages/tests/lava/lib/dl/netx"
 TINY, MNIST, PILOTNET = NETX / "tiny.net", NETX / "mnist.net", NETX / "gts/pilotnet_sdnn/network.net"
@@ -103,7 +103,7 @@ def test_mnist_dense_counts_and_readout():
         assert lr.synapse_count == w.size and lr.fan_in == w.shape[1]
         assert lr.weight_range == (int(w.min()), int(w.max())) and lr.weight_bits == _bits(w)
         assert lr.bias_range is None
-    assert ins.layers[-1].neuron == "Readout" and ins.layers[-1].params["vth"] == 131072
+    assert ins.layers[-1].neuron == "Accumulator" and ins.layers[-1].params["vth"] == 131072
     assert ins.synapses == sum(d["weight"].size for d in layers[1:])
     assert ins.neurons == 784 + 512 + 512 + 10
     # 784x512 8-bit synapses exceed one core at the tutorial-derived packing (42,885 per core)
@@ -126,13 +126,13 @@ def test_pilotnet_sdnn_neurons_and_totals():
 
 
 def _problem_net() -> qir.QNetwork:
-    """Host input -> SoftIF conv with a 9-bit weight and a 14-bit bias -> dense Readout."""
+    """Host input -> SoftIF conv with a 9-bit weight and a 14-bit bias -> dense Accumulator."""
     rng = np.random.default_rng(0)
     w = 2 * rng.integers(-60, 61, (4, 1, 3, 3))
     w[0, 0, 0, 0] = 255  # odd and > 127: a 9-bit signed mantissa
     conv = qir.Block("conv", (4, 4, 4), [qir.ConvSyn("in", w, padding=(0, 0))], bias=np.array([5000, -3, 0, 7]),
                      neuron=qir.SoftIF(vth=np.array([300, 400, 500, 600])))
-    out = qir.Block("out", (3,), [qir.DenseSyn("conv", 2 * rng.integers(-50, 51, (3, 64)))], neuron=qir.Readout())
+    out = qir.Block("out", (3,), [qir.DenseSyn("conv", 2 * rng.integers(-50, 51, (3, 64)))], neuron=qir.Accumulator())
     return qir.QNetwork([qir.Block("in", (1, 6, 6)), conv, out], input_scale=10.0, meta={"target": "if-soft"})
 
 
@@ -227,6 +227,6 @@ def test_pooled_synapse_counts_the_pooled_inputs():
     w = np.arange(1, 2 * 8 + 1, dtype=np.int64).reshape(2, 8)
     pool = qir.SpikePool("mli", (2, 2), (2, 2))
     qnet = qir.QNetwork([qir.Block("x", (2, 4, 4)),
-                         qir.Block("o", (2,), [qir.DenseSyn("x", weight=w, pool=pool)], neuron=qir.Readout())])
+                         qir.Block("o", (2,), [qir.DenseSyn("x", weight=w, pool=pool)], neuron=qir.Accumulator())])
     syn = inspect_network(qnet).layers[1].synapses[0]
     assert (syn.synapses, syn.fan_in, syn.weights) == (16, 8, 16)

@@ -1,19 +1,18 @@
-"""Defining properties of loihi_conv.methods on small networks."""
+"""Defining properties of loihi_conv.convert.methods on small networks."""
 
 import pytest
 import torch
 from torch import nn
 
-from loihi_conv import ir, ops
-from loihi_conv.convert import as_graph, convert
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.methods import (calibrate, clamp, clip_round, clip_round_bias, efficiency, mmse_threshold,
-                                relu1_output, snn_kl, bayes_percentile)
-from loihi_conv.methods.calibrate import layer_errors
-from loihi_conv.methods.thresholds import from_log_p, log_p
-from loihi_conv.normalize import to_snn
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import levels, simulate
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert import Recipe
+from loihi_conv.convert.conversion import as_graph, convert
+from loihi_conv.convert.methods import calibrate, clamp, clip_round, clip_round_bias, efficiency, mmse_threshold
+from loihi_conv.convert.methods.calibrate import layer_errors
+from loihi_conv.convert.normalize import to_snn
+from loihi_conv.convert.search import bayes_percentile, from_log_p, log_p, relu1_output, snn_kl
+from loihi_conv.frontend import ir, ops
+from loihi_conv.snn.simulate import levels, simulate
 
 
 def _one_layer(theta: float, n: int) -> ir.Graph:

@@ -1,4 +1,4 @@
-"""Defining properties of the burst, multi-bit and buffered neuron models (loihi_conv.neurons).
+"""Defining properties of the burst, multi-bit and buffered neuron models (loihi_conv.snn.neurons).
 
 Inputs are dyadic (multiples of 1/64, threshold 1) so float32 sums and floors are exact.
 Layout: currents (T, N) fed one step at a time to a population of shape (N, 1).
@@ -6,13 +6,13 @@ Layout: currents (T, N) fed one step at a time to a population of shape (N, 1).
 import pytest
 import torch
 
-from loihi_conv import ir
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.neurons import get_neuron_model, threshold_scale
-from loihi_conv.normalize import to_snn
-from loihi_conv.ops import forward, infer_shapes
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import simulate
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert import Recipe
+from loihi_conv.convert.normalize import to_snn
+from loihi_conv.frontend import ir
+from loihi_conv.frontend.ops import forward, infer_shapes
+from loihi_conv.snn.neurons import get_neuron_model, threshold_scale
+from loihi_conv.snn.simulate import simulate
 
 
 def run(model: str, currents: torch.Tensor, theta: float = 1.0, **params):

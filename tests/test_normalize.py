@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from loihi_conv import ir, ops
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.normalize import NORMALIZERS, get_normalizer, to_snn
-from loihi_conv.observe import OBSERVERS, MaxObserver, PercentileObserver, make_observer, observe
-from loihi_conv.simulate import simulate
-
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert.normalize import NORMALIZERS, get_normalizer, to_snn
+from loihi_conv.convert.observe import OBSERVERS, MaxObserver, PercentileObserver, make_observer, observe
+from loihi_conv.frontend import ir, ops
+from loihi_conv.snn.simulate import simulate
 
 pytestmark = pytest.mark.usefixtures("one_thread", "seeded")  # fixtures in conftest.py
 

@@ -13,11 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 import ipykernel  # noqa: F401  (the kernel the notebooks run on; pinned in requirements/lock.txt)
 import nbclient
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

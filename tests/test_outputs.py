@@ -1,16 +1,15 @@
-"""Output readouts (loihi_conv/outputs.py, ``Recipe.output``): potential, spike count, spiking
+"""Output readouts (loihi_conv/snn/readouts.py, ``Recipe.output``): potential, spike count, spiking
 softmax (Rueckauer 2016 §3.5). Layout: inputs (N, C, H, W), scores (N, classes)."""
 import pytest
 import torch
 from torch import nn
 
-from loihi_conv import ir
-from loihi_conv.convert import convert
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.outputs import READOUTS
-from loihi_conv.quantize import quantize
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import simulate
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert import Recipe, convert
+from loihi_conv.fixed.quantize import quantize
+from loihi_conv.frontend import ir
+from loihi_conv.snn.readouts import READOUTS
+from loihi_conv.snn.simulate import simulate
 
 pytestmark = pytest.mark.usefixtures("one_thread", "seeded")  # fixtures in conftest.py
 

@@ -11,16 +11,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from loihi_conv import api, ir, models, qir
-from loihi_conv.emulate import Emulator, emulate
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.normalize import to_snn
-from loihi_conv.ops import apply, forward, infer_shapes
-from loihi_conv.pooling import AvgReplacement, RateGate
-from loihi_conv.quantize import fold, quantize
-from loihi_conv.quantize.fold import block_input
-from loihi_conv.quantize.fold import forward as fold_forward
-from loihi_conv.readout import emulator_predictions
+from loihi_conv import api
+from loihi_conv.app import models
+from loihi_conv.base import limits
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert.normalize import to_snn
+from loihi_conv.emulate import Emulator, emulate, emulator_predictions
+from loihi_conv.fixed import qir
+from loihi_conv.fixed.quantize import fold, quantize
+from loihi_conv.fixed.quantize.blocks import block_input
+from loihi_conv.fixed.quantize.blocks import forward as fold_forward
+from loihi_conv.frontend import ir
+from loihi_conv.frontend.ops import apply, forward, infer_shapes
+from loihi_conv.snn.pooling import AvgReplacement, RateGate
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -65,16 +68,16 @@ def images(n: int, hw: int, seed: int) -> torch.Tensor:
 
 
 def pool_net(scheme: str, shape=(2, 8, 8), pool: qir.SpikePool = POOL) -> qir.QNetwork:
-    """Input block -> identity depthwise conv behind a ``scheme`` pool -> Readout: the Readout's
+    """Input block -> identity depthwise conv behind a ``scheme`` pool -> Accumulator: its
     ``u`` grows by 64 x the pooled message each step (one step later)."""
     sp = qir.SpikePool(scheme, pool.kernel, pool.stride, pool.padding, pool.ceil_mode)
     c = shape[0]
     syn = qir.ConvSyn("x", weight=np.ones((c, 1, 1, 1), np.int64), groups=c, pool=sp)
-    return qir.QNetwork([qir.Block("x", shape), qir.Block("p", sp.out_shape(shape), [syn], neuron=qir.Readout())])
+    return qir.QNetwork([qir.Block("x", shape), qir.Block("p", sp.out_shape(shape), [syn], neuron=qir.Accumulator())])
 
 
 def pooled_messages(qnet: qir.QNetwork, trains: np.ndarray) -> np.ndarray:
-    """The pooled message of every input step (N, T, C, H', W'), read off the Readout's u."""
+    """The pooled message of every input step (N, T, C, H', W'), read off the Accumulator's u."""
     steps = trains.shape[1] + 1
     u = emulate(qnet, trains, steps, record=["p"]).states["p"]["u"].astype(np.int64)
     d = np.diff(u, axis=1, prepend=0)
@@ -176,7 +179,7 @@ def test_rate_gate_passes_one_neurons_messages_per_window():
     r = np.zeros(trains.shape[:1] + trains.shape[2:], np.int64)
     gates = []
     for t in range(trains.shape[1]):
-        r = r - (r >> qir.RATE_DECAY_SHIFT) + (trains[:, t].astype(np.int64) << qir.RATE_INPUT_SHIFT)
+        r = r - (r >> limits.RATE_DECAY_SHIFT) + (trains[:, t].astype(np.int64) << limits.RATE_INPUT_SHIFT)
         gates.append(r.copy())
     switches = 0
     for oy, ox, pos in windows(8, 8, POOL):
@@ -199,7 +202,7 @@ def test_float_and_integer_rate_gates_share_the_decay():
     x = torch.from_numpy(trains).double()
     state = gate.init_state(node, x[:, 0])
     flt = torch.stack([gate.step(node, state, x[:, t]) for t in range(x.shape[1])], 1).numpy()
-    assert RateGate.decay == 1 - 2 ** -qir.RATE_DECAY_SHIFT
+    assert RateGate.decay == 1 - 2 ** -limits.RATE_DECAY_SHIFT
     assert (flt == out).mean() >= 0.99  # (with the old decay 0.9: 0.96)
 
 
@@ -322,7 +325,7 @@ def test_binary_spikes_of_a_large_population_pool_like_the_recorded_spikes(schem
     pooled = qir.ConvSyn("n", weight=np.ones((c, 1, 1, 1), np.int64), groups=c, pool=sp)
     qnet = qir.QNetwork([qir.Block("x", shape),
                          qir.Block("n", shape, [ident], neuron=qir.SoftIF(vth=np.ones(c, np.int64))),
-                         qir.Block("p", sp.out_shape(shape), [pooled], neuron=qir.Readout())])
+                         qir.Block("p", sp.out_shape(shape), [pooled], neuron=qir.Accumulator())])
     trains = spike_trains((3,) + shape, 20, seed=5)
     res = emulate(qnet, trains, 22, record=["n", "p"])
     spikes = res.states["n"]["s"].astype(np.int64)  # (N, steps, 2, 16, 16), 0/1

@@ -16,10 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from loihi_conv import qir
+from loihi_conv.base import limits
+from loihi_conv.base.errors import LoihiConvError, NetXFormatError
 from loihi_conv.emulate import emulate
 from loihi_conv.emulate.synapses import POOL_STAGES
-from loihi_conv.errors import LoihiConvError, NetXFormatError
+from loihi_conv.fixed import qir
 from netx_export import schema
 from netx_export.compare import diff_networks
 from netx_export.procs import pool as procpool
@@ -100,7 +101,7 @@ def pooled_net(neuron=lambda c: qir.SoftIF(vth=np.full(c, 9))) -> qir.QNetwork:
                   neuron=neuron(4)),
         qir.Block("o", (5,), [qir.DenseSyn("b", 2 * rng.integers(-9, 9, (5, 36)), pool=rg),
                               qir.DenseSyn("a", 2 * rng.integers(-9, 9, (5, 27)), pool=ml)],
-                  neuron=qir.Readout())])
+                  neuron=qir.Accumulator())])
 
 
 def test_every_scheme_round_trips_and_marks_the_file_as_an_extension(tmp_path):
@@ -163,7 +164,7 @@ def test_bad_pools_are_clear_errors_and_nothing_is_written(qnet, match, tmp_path
 
 def test_a_pool_on_a_vector_source_is_refused(tmp_path):
     qnet = qir.QNetwork([qir.Block("in", (4,)), qir.Block("o", (2,), [qir.DenseSyn(
-        "in", np.ones((2, 4), np.int64), pool=qir.SpikePool("mli", (1, 1), (1, 1)))], neuron=qir.Readout())])
+        "in", np.ones((2, 4), np.int64), pool=qir.SpikePool("mli", (1, 1), (1, 1)))], neuron=qir.Accumulator())])
     with pytest.raises(LoihiConvError, match=r"not \(C,H,W\)"):
         save(qnet, tmp_path / "vec.net")
 
@@ -229,7 +230,7 @@ def lava_compare(qnet, samples, steps, probes):
 def mli_net() -> qir.QNetwork:
     """Graded input (2,8,8) -> b (binary SoftIF) and g (if-burst, up to 3 units) -> p (SoftIF
     4x4) fed by two overlapping ceil-mode mli stages (b: 3/2 -> 4x4; g: 3/2 padded -> 5x5,
-    then a 2x2 conv) -> Readout (dense)."""
+    then a 2x2 conv) -> Accumulator (dense)."""
     rng = np.random.default_rng(7)
     mli_pad = qir.SpikePool("mli", (3, 3), (2, 2), (1, 1), True)
     return qir.QNetwork([
@@ -241,7 +242,7 @@ def mli_net() -> qir.QNetwork:
         qir.Block("p", (4, 4, 4), [qir.ConvSyn("b", rng.integers(-6, 12, (4, 3, 1, 1)), pool=MLI),
                                    qir.ConvSyn("g", rng.integers(-6, 12, (4, 2, 2, 2)), pool=mli_pad)],
                   neuron=qir.SoftIF(vth=np.array([20, 30, 25, 35]))),
-        qir.Block("o", (3,), [qir.DenseSyn("p", 2 * rng.integers(-20, 21, (3, 64)))], neuron=qir.Readout())])
+        qir.Block("o", (3,), [qir.DenseSyn("p", 2 * rng.integers(-20, 21, (3, 64)))], neuron=qir.Accumulator())])
 
 
 @pytest.mark.lava
@@ -270,7 +271,7 @@ def test_mli_pools_on_binary_and_graded_sources_equal_the_emulator_on_lava():
 
 def gate_net() -> qir.QNetwork:
     """Graded input (2,8,8) -> [spike-max stage (the input's max-pool, 2/2) -> conv] c
-    (if-buffered: signed payloads, 3x4x4) and [conv] d (if-burst, 2x8x8) -> Readout fed by a
+    (if-buffered: signed payloads, 3x4x4) and [conv] d (if-burst, 2x8x8) -> Accumulator fed by a
     rate-gate stage on d (3/2, padded, ceil: 5x5) and an mli stage on c (its cumulative input
     is the net count sent, >= 0, so the pooled messages are signed but the states are not)."""
     rng = np.random.default_rng(9)
@@ -286,7 +287,7 @@ def gate_net() -> qir.QNetwork:
                                            pool=qir.SpikePool("rate-gate", (3, 3), (2, 2), (1, 1), True)),
                               qir.DenseSyn("c", 2 * rng.integers(-20, 21, (3, 12)),
                                            pool=qir.SpikePool("mli", (2, 2), (2, 2)))],
-                  neuron=qir.Readout())])
+                  neuron=qir.Accumulator())])
 
 
 @pytest.mark.lava
@@ -307,7 +308,7 @@ def test_spike_max_rate_gate_and_signed_mli_equal_the_emulator_on_lava():
         assert burst.max() == 3
         r, want = np.zeros(burst.shape[1:], np.int64), []
         for m in burst:  # r += (m << 12) - (r >> 3), from 0 at each sample's start
-            r = r + (m << qir.RATE_INPUT_SHIFT) - (r >> qir.RATE_DECAY_SHIFT)
+            r = r + (m << limits.RATE_INPUT_SHIFT) - (r >> limits.RATE_DECAY_SHIFT)
             want.append(r)
         assert np.array_equal(st["pool0.rate"], np.stack(want))
         buffered = emu.states["c"]["s"][0].astype(np.int64)
@@ -333,8 +334,9 @@ def test_message_bits_behind_a_pool_are_the_sources():
 # ---- the zoo model ------------------------------------------------------------------------------
 @pytest.mark.lava
 def test_mnist_cnn_maxpool_with_mli_verifies_bit_exact_on_lava(tmp_path):
-    from loihi_conv import api, models
-    from netx_export.verify import verify
+    from loihi_conv import api
+    from loihi_conv.app import models
+    from loihi_conv.app.verify import verify
 
     ref = models.resolve("mnist_cnn_maxpool", progress=False)
     recipe = api.Recipe(max_pool="mli")

@@ -1,4 +1,4 @@
-"""Spiking max-pool schemes (loihi_conv.pooling) and their dispatch in the simulator.
+"""Spiking max-pool schemes (loihi_conv.snn.pooling) and their dispatch in the simulator.
 
 Spike trains come from if-soft neurons driven by constant currents, so every input neuron has a
 known rate. Layout: (N, C, H, W) everywhere, spike trains (T, N, C, H, W).
@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from loihi_conv import ir
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.neurons import get_neuron_model
-from loihi_conv.normalize import to_snn
-from loihi_conv.ops import forward, infer_shapes
-from loihi_conv.pooling import get_pooling
-from loihi_conv.simulate import simulate
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert.normalize import to_snn
+from loihi_conv.frontend import ir
+from loihi_conv.frontend.ops import forward, infer_shapes
+from loihi_conv.snn.neurons import get_neuron_model
+from loihi_conv.snn.pooling import get_pooling
+from loihi_conv.snn.simulate import simulate
 
 POOL = ir.MaxPool2d("p", ("n",), kernel_size=(3, 3), stride=(2, 2), ceil_mode=True)  # overlapping
 

@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
-from loihi_conv import ir, ops, qat, zoo
-from loihi_conv.cli import main
-from loihi_conv.convert import convert
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.fold import prepare
-from loihi_conv.normalize import to_snn
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import simulate
+from loihi_conv.app import qat, qat_checkpoint, zoo
+from loihi_conv.app.cli import main
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert import Recipe, convert
+from loihi_conv.convert.normalize import to_snn
+from loihi_conv.frontend import ir, ops
+from loihi_conv.frontend.prepare import prepare
+from loihi_conv.snn.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_first_layer_spike_counts_equal_qrelu_levels(one_thread, seeded, s_max, 
     T = 8
     q = qat.qrelu_model(_dyadic_tiny(), T, s_max, rounding=rounding, clip=1.0)
     x = _dyadic_input()
-    snn = convert(q, x, qat.qat_recipe(T, s_max, rounding).replace(delay=0))
+    snn = convert(q, x, qat_checkpoint.qat_recipe(T, s_max, rounding).replace(delay=0))
     first = snn.of_type(ir.Neuron)[0]
     assert torch.equal(first.threshold, torch.full((4,), 1.0 / s_max))  # theta = lambda / S_max (eq. 16)
 
@@ -197,8 +197,8 @@ def test_cli_finetune_then_evaluate_round_trip(one_thread, tmp_path):
                                           f"--samples 50 --json {ev}"))
     assert res.exit_code == 0, res.stderr
     result = json.loads(ev.read_text())
-    from loihi_conv.data import load_dataset
-    from loihi_conv.train import evaluate
+    from loihi_conv.app.data import load_dataset
+    from loihi_conv.app.train import evaluate
 
     xt, yt = load_dataset("fashion-mnist", "test")
     assert result["ann_accuracy"] == pytest.approx(evaluate(loaded, xt[:50], yt[:50]))
@@ -212,7 +212,7 @@ def test_cli_finetune_then_evaluate_round_trip(one_thread, tmp_path):
 
 
 def test_recipe_with_qrelu_normalizer_validates_in_a_fresh_interpreter():
-    code = "from loihi_conv.recipe import Recipe; print(Recipe(normalizer='qrelu').normalizer)"
+    code = "from loihi_conv.convert.recipe import Recipe; print(Recipe(normalizer='qrelu').normalizer)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "qrelu", res.stderr
 
@@ -245,7 +245,7 @@ def test_bad_model_and_training_arguments(seeded):
     with pytest.raises(LoihiConvError, match="T=8"):
         qat.finetune(q, (x, y), 4)  # a QReLU model made for another T
     with pytest.raises(LoihiConvError, match=r"must end in \.pt"):
-        qat.save_finetuned(q, "x", "/tmp/q.weights", "digits")
+        qat_checkpoint.save_finetuned(q, "x", "/tmp/q.weights", "digits")
 
 
 def test_qrelu_normalizer_refuses_inconsistent_recipes(seeded):

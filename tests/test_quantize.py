@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from loihi_conv import ir, ops, qir
+from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.emulate import emulate
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.quantize import QuantizeWarning, quantize, report
-from loihi_conv.quantize.fold import FBlock, FConv, FDense, block_input, fold, forward, region_value
-from loihi_conv.simulate import simulate
+from loihi_conv.emulate.quant_report import report
+from loihi_conv.fixed import qir
+from loihi_conv.fixed.quantize import QuantizeWarning, quantize
+from loihi_conv.fixed.quantize.blocks import FBlock, FConv, FDense, block_input, fold, forward, region_value
+from loihi_conv.frontend import ir, ops
+from loihi_conv.snn.simulate import simulate
 
 STATE_MAX = 2 ** 23 - 1
 

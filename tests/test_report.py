@@ -1,4 +1,4 @@
-"""`loihi-conv report` / loihi_conv.report: numbers consistent with the pipeline, real figures.
+"""`loihi-conv report` / loihi_conv.app.report: numbers consistent with the pipeline, real figures.
 
 Runs the digits CNN on a few test images (seconds); the Lava part is one image, marked lava.
 """
@@ -14,10 +14,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from loihi_conv import models, pipeline
-from loihi_conv import report as rep
-from loihi_conv.cli import main
-from loihi_conv.recipe import Recipe
+from loihi_conv.app import models, pipeline
+from loihi_conv.app import report as rep
+from loihi_conv.app.cli import main
+from loihi_conv.convert import Recipe
 
 MODEL, SAMPLES, TS = "digits_cnn", 60, (4, 16)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

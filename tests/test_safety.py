@@ -28,14 +28,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import netx_export
-from loihi_conv.cli import main
-from loihi_conv.convert import convert
+from loihi_conv.app.cli import main
+from loihi_conv.convert import Recipe, convert
 from loihi_conv.emulate import emulate
-from loihi_conv.quantize import quantize
-from loihi_conv.quantize.fold import fold
-from loihi_conv.readout import encode
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import simulate
+from loihi_conv.fixed.decode import encode
+from loihi_conv.fixed.quantize import quantize
+from loihi_conv.fixed.quantize.blocks import fold
+from loihi_conv.snn.simulate import simulate
 
 STATE_MAX = 2**23 - 1  # 24-bit signed neuron state
 
@@ -198,7 +197,7 @@ def test_emulated_if_soft_network_stays_within_the_derived_bound(tmp_path_factor
     start = 0.5 / vth + v_init * e_v / vth
     assert (D[ok] <= (start + first + (n - 1) * per_step)[ok] + 1e-9).all()
 
-    # Readout: v = u + bias<<6 is the sum of the integer weights times the spikes that arrived
+    # Accumulator: v = u + bias<<6 is the sum of the integer weights times the spikes that arrived
     # (steps 1..n-1, one step of synaptic delay), so against the float SNN's summed output:
     # |out_q - out_f| <= sum |W_int/s - W theta| N'_q + sum |W theta| |N'_q - N'_f| + |bias/s - n b|.
     oq = qnet[out.name]

@@ -9,14 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from loihi_conv import ir, ops
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.neurons import NEURON_MODELS, get_neuron_model
-from loihi_conv.normalize import to_snn
-from loihi_conv.convert import convert
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import levels, simulate
-
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert import Recipe, convert
+from loihi_conv.convert.normalize import to_snn
+from loihi_conv.frontend import ir, ops
+from loihi_conv.snn.neurons import NEURON_MODELS, get_neuron_model
+from loihi_conv.snn.simulate import levels, simulate
 
 pytestmark = pytest.mark.usefixtures("one_thread", "seeded")  # fixtures in conftest.py
 

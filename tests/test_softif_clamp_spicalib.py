@@ -3,7 +3,7 @@ spicalib_beta): emulator semantics, quantizer mapping from the float SNN, NetX e
 and the Lava process bit for bit.
 
 Expected values come from the unclamped emulator run shifted in time, from hand-computed SpiCalib
-thresholds, from the float models (loihi_conv/spicalib.py, simulate) and from Lava itself.
+thresholds, from the float models (loihi_conv/snn/neurons/spicalib.py, simulate) and from Lava itself.
 Layouts: emulator inputs (N, T_in, *shape) PyTorch order; recorded states (N, steps, *shape).
 """
 from __future__ import annotations
@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from loihi_conv import ir, qir
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert.methods import clamp
 from loihi_conv.emulate import emulate
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.methods import clamp
-from loihi_conv.neurons import get_neuron_model
-from loihi_conv.quantize import quantize
-from loihi_conv.simulate import simulate
+from loihi_conv.fixed import qir
+from loihi_conv.fixed.quantize import quantize
+from loihi_conv.frontend import ir
+from loihi_conv.snn.neurons import get_neuron_model
+from loihi_conv.snn.simulate import simulate
 from netx_export import validate
 from netx_export.reader import load
 from netx_export.writer import save
@@ -48,13 +49,13 @@ def states(qnet, x, steps) -> dict[str, np.ndarray]:
 
 # ---- clamping ----------------------------------------------------------------------------------
 def input_block(mode="if-soft", units=1, clamp_steps=0) -> qir.QNetwork:
-    """A SoftIF *input* neuron (v_init, bias) into a Readout: it integrates x[t-1] at step t
+    """A SoftIF *input* neuron (v_init, bias) into an Accumulator: it integrates x[t-1] at step t
     (no synapse delay), so any step's input can be given to it."""
     return qir.QNetwork([
         qir.Block("h", (2,), bias=np.array([2, -1]),
                   neuron=qir.SoftIF(vth=np.array([10, 7]), v_init=np.array([3, -2]), mode=mode,
                                     max_units=units, clamp_steps=clamp_steps)),
-        qir.Block("o", (1,), [qir.DenseSyn("h", np.array([[1, 1]]))], neuron=qir.Readout())])
+        qir.Block("o", (1,), [qir.DenseSyn("h", np.array([[1, 1]]))], neuron=qir.Accumulator())])
 
 
 @pytest.mark.parametrize("mode,units", [("if-soft", 1), ("if-burst", 3), ("if-buffered", 2)])
@@ -214,7 +215,7 @@ def two_blocks(clamp_steps=0, beta=None) -> qir.QNetwork:
                   neuron=qir.SoftIF(vth=np.array([20, 30, 25]), clamp_steps=clamp_steps,
                                     spicalib_beta=beta)),
         qir.Block("out", (4,), [qir.DenseSyn("c1", 2 * rng.integers(-20, 21, (4, 48)))],
-                  neuron=qir.Readout())])
+                  neuron=qir.Accumulator())])
 
 
 def test_clamp_steps_and_beta_round_trip_and_are_absent_when_unused(tmp_path):

@@ -1,4 +1,4 @@
-"""SpiCalib (loihi_conv/spicalib.py): the ISI monitor (eq. 10), the allowance beta and the twin
+"""SpiCalib (loihi_conv/snn/neurons/spicalib.py): the ISI monitor (eq. 10), the allowance beta and the twin
 synapse that takes back the spikes of an inactivated neuron (eq. 11).
 
 Currents are dyadic (multiples of 1/64, threshold 1) so float sums and floors are exact.
@@ -7,11 +7,11 @@ Layout: currents (T, N) fed one step at a time to a population of shape (N, 1).
 import pytest
 import torch
 
-from loihi_conv import ir
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.neurons import get_neuron_model, max_units
-from loihi_conv.recipe import Recipe
-from loihi_conv.simulate import simulate
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.convert import Recipe
+from loihi_conv.frontend import ir
+from loihi_conv.snn.neurons import get_neuron_model, max_units
+from loihi_conv.snn.simulate import simulate
 
 pytestmark = pytest.mark.usefixtures("one_thread", "seeded")  # fixtures in conftest.py
 
@@ -153,6 +153,7 @@ def test_bad_options_are_clear_errors(params, word):
 
 def test_recipe_converts_to_spicalib_neurons():
     from torch import nn
+
     from loihi_conv.convert import convert
 
     m = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from loihi_conv import data, zoo
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.train import evaluate, train_model
+from loihi_conv.app import data, zoo
+from loihi_conv.app.train import evaluate, train_model
+from loihi_conv.base.errors import LoihiConvError
 
 ALLOWED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.AvgPool2d,
            nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity, nn.Sequential)

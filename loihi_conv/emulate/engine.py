@@ -18,9 +18,9 @@ from functools import reduce
 import numpy as np
 import torch
 
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.qir import QNetwork
-from loihi_conv.readout import readout_state
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.fixed.decode import readout_state
+from loihi_conv.fixed.qir import QNetwork
 
 from .arith import I32_MAX, I32_MIN, abs_bound, wrap32, zeros
 from .neurons import make_neuron
@@ -40,7 +40,7 @@ class EmulationResult:
     (``s`` of spiking blocks is int8 0/1).
     ``spike_counts[block]``: number of non-zero out-port messages per neuron, (N, *shape) int64.
     ``readout``: the output block's final decode state (``readout.READOUT_STATE``: ``u`` of a
-    ``Readout``, ``v`` of a spiking SoftIF/CUBA output), (N, *out_shape) int64, else None.
+    ``Accumulator``, ``v`` of a spiking SoftIF/CUBA output), (N, *out_shape) int64, else None.
     ``readout_trace``: that state after every step, (N, steps, *out_shape) int32, else None (the
     "softmax" readout decodes the per-step potential).
     """

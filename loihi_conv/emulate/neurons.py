@@ -15,13 +15,14 @@ from functools import singledispatch
 import numpy as np
 import torch
 
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.qir import Block, Cuba, Delta, Readout, Sigma, SigmaDelta, SoftIF
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.limits import DECAY_ONE, STATE_MAX
+from loihi_conv.fixed.qir import Accumulator, Block, Cuba, Delta, Sigma, SigmaDelta, SoftIF
+from loihi_conv.fixed.softif_modes import DEFAULT_MODE, SOFTIF_MODES
 
 from .arith import abs_bound, wrap, wrap32, zeros
 
-UV = 2 ** 23  # Loihi u, v are 24-bit: |v| <= 2^23 - 1
-DECAY_ONE = 4096  # decays are 12-bit fractions
+UV = STATE_MAX + 1  # Loihi u, v are 24-bit: |v| <= 2^23 - 1
 
 
 def per_channel(value, shape: tuple[int, ...], what: str) -> torch.Tensor:
@@ -67,7 +68,7 @@ def decay(x: torch.Tensor, d: int) -> torch.Tensor:
 
 
 class Lif:
-    """Lava LIF, bit-accurate (PyLifModelBitAcc, lif/models.py:72-278), used for Cuba and Readout.
+    """Lava LIF, bit-accurate (PyLifModelBitAcc, lif/models.py:72-278), used for Cuba and Accumulator.
 
     Reference doc §3.4::
 
@@ -81,7 +82,7 @@ class Lif:
     msg_bound = 1
     state_names = ("u", "v")
 
-    def __init__(self, neuron: Cuba | Readout, block: Block):
+    def __init__(self, neuron: Cuba | Accumulator, block: Block):
         for name in ("i_decay", "v_decay"):
             d = int(getattr(neuron, name))
             if not 0 <= d <= DECAY_ONE:
@@ -175,35 +176,12 @@ def largest_power_of_two(max_units: int) -> torch.Tensor:
     return a
 
 
-def _burst(r: "SoftIFRunner", q: torch.Tensor) -> torch.Tensor:
-    """if-burst (neurons.BurstIF): ``n = clip(floor(v / vth6), 0, Γ)``."""
-    return q.clamp_(0, r.max_units)
-
-
-def _multibit(r: "SoftIFRunner", q: torch.Tensor) -> torch.Tensor:
-    """if-multibit (HPC eq. 14 positive branch, eq. 15): ``n = A(clip(floor(v / vth6), 0, S_max))``."""
-    return r.table[q.clamp_(0, r.max_units)]
-
-
-def _buffered(r: "SoftIFRunner", q: torch.Tensor) -> torch.Tensor:
-    """if-buffered (HPC eq. 12-14): ``n = A(clip(q, 0, S)) - A(clip(min(-q, vb), 0, S))`` with
-    ``q = floor(v / vth6)`` (so ``-q = ceil(-v / vth6)``), then ``vb += n`` (vb: net units sent)."""
-    neg = r.table[torch.minimum(q.neg(), r.vb).clamp_(0, r.max_units)]
-    n = r.table[q.clamp_(0, r.max_units)].sub_(neg)
-    r.vb.add_(n)
-    return n
-
-
-# Graded payload rules of qir.SoftIF.mode (the binary 'if-soft' has its own fast path).
-PAYLOADS = {"if-burst": _burst, "if-multibit": _multibit, "if-buffered": _buffered}
-
-
 class SoftIFRunner:
     """loihi-conv SoftIF (docs/architecture.md "Fixed-point semantics"): reset by subtraction.
 
     ``v = clip(v + (a << 6) + (bias << bias_exp), +-(2^23-1))``; the payload n is
     ``v >= vth << 6`` (mode 'if-soft', 0/1) or a graded rule of ``q = floor(v / (vth << 6))``
-    (``PAYLOADS``: burst, multi-bit, buffered with negative spikes); ``v -= n * (vth << 6)``,
+    (``fixed.softif_modes``: burst, multi-bit, buffered with negative spikes); ``v -= n * (vth << 6)``,
     ``v(0) = v_init << 6``; exact integer arithmetic (no int16/int32 wraps inside the neuron;
     ``a`` is the int32 InPort sum like for every Lava neuron). Messages: uint8 0/1 for 'if-soft'
     (``binary``), else the int32 payload n in [-max_units, max_units] (graded spikes).
@@ -211,7 +189,7 @@ class SoftIFRunner:
     Step-counted extras (``SoftIF.clamp_steps``, ``SoftIF.spicalib_beta``; off: the plain paths
     above, no counter): a counter ``t`` (steps of this sample, 1 at the first step); on steps
     t <= clamp_steps nothing is integrated and the payload is 0 (voltage clamping); afterwards
-    SpiCalib (loihi_conv/spicalib.py, exact integer form of eq. 10-11) turns the payload n into
+    SpiCalib (loihi_conv/snn/neurons/spicalib.py, exact integer form of eq. 10-11) turns the payload n into
     ``n - corr`` with t' = t - clamp_steps: ``N += n > 0``, ``t_last = t'`` where n > 0,
     ``corr = N (t' - t_last) > t_last + N beta  and  net >= 1``, ``net += n - corr``.
     SpiCalib messages are signed: graded int32, |message| <= max_units (+1 for 'if-buffered').
@@ -226,14 +204,16 @@ class SoftIFRunner:
         self.v0 = per_channel(v_init, self.shape, f"block '{block.name}' v_init") << 6
         self.bias = block.bias
         self.mode, self.max_units = str(neuron.mode), int(neuron.max_units)
-        known = self.mode == "if-soft" or self.mode in PAYLOADS
-        units_ok = self.max_units == 1 if self.mode == "if-soft" else self.max_units >= 1
+        graded = sorted(m for m, rule in SOFTIF_MODES.items() if rule.emulate is not None)
+        known = self.mode == DEFAULT_MODE or self.mode in graded
+        units_ok = self.max_units == 1 if self.mode == DEFAULT_MODE else self.max_units >= 1
         if not known or not units_ok:
             raise LoihiConvError(f"block '{block.name}': SoftIF mode={self.mode!r} with "
                                  f"max_units={self.max_units} is not supported",
-                                 "use mode 'if-soft' (max_units 1) or one of "
-                                 f"{sorted(PAYLOADS)} with max_units >= 1")
-        if self.mode != "if-soft" and bool(torch.any(self.vth6 <= 0)):
+                                 f"use mode {DEFAULT_MODE!r} (max_units 1) or one of "
+                                 f"{graded} with max_units >= 1")
+        self.rule = SOFTIF_MODES[self.mode]
+        if self.mode != DEFAULT_MODE and bool(torch.any(self.vth6 <= 0)):
             raise LoihiConvError(f"block '{block.name}': graded SoftIF needs vth >= 1",
                                  "requantize the block (thresholds are at least 1)")
         self.clamp_steps = int(neuron.clamp_steps)
@@ -244,9 +224,9 @@ class SoftIFRunner:
                                  "use clamp_steps >= 0 and an integer beta >= 0 (or None)")
         self.beta = None if beta is None else int(beta)
         self.counted = self.clamp_steps > 0 or self.beta is not None  # else no counter at all
-        self.binary = self.mode == "if-soft" and self.beta is None
+        self.binary = self.mode == DEFAULT_MODE and self.beta is None
         # A correction takes one unit off the payload: -1 for unsigned modes, -(U+1) buffered.
-        self.msg_bound = self.max_units + int(self.beta is not None and self.mode == "if-buffered")
+        self.msg_bound = self.max_units + int(self.beta is not None and self.rule.buffered)
         self.state_names = neuron.state_names
 
     def reset(self, batch: int, a_bound: int, bias=None) -> None:
@@ -284,7 +264,7 @@ class SoftIFRunner:
         return n if self.beta is None else self._spicalib(n)
 
     def _spicalib(self, n: torch.Tensor) -> torch.Tensor:
-        """SpiCalib eq. 10-11 in integers: phi = t_last / N exactly (loihi_conv/spicalib.py), so
+        """SpiCalib eq. 10-11 in integers: phi = t_last / N exactly (loihi_conv/snn/neurons/spicalib.py), so
         ``t' - t_last > phi + beta`` is ``N (t' - t_last) > t_last + N beta`` for N >= 1, and
         N = 0 (t_last = 0) is never flagged."""
         tp = self.t - self.clamp_steps  # unclamped steps, from 1
@@ -305,7 +285,7 @@ class SoftIFRunner:
         if self.has_bias:
             v.add_(self.bias_eff)
         v.clamp_(-(UV - 1), UV - 1)
-        if self.mode != "if-soft":
+        if self.mode != DEFAULT_MODE:
             return self._graded()
         # s = (v >= vth) as 0/1 ints (see Lif): clamp(v - (vth - 1), 0, 1); no overflow by the
         # dtype bound of ``reset`` (|v| + |vth| + 1 <= 2^23 + |vth| < 2^31).
@@ -320,7 +300,9 @@ class SoftIFRunner:
     def _graded(self) -> torch.Tensor:
         """Payload n of the mode's rule, then ``v -= n * vth6``; |n * vth6| <= |v| < 2^23."""
         v = self.v
-        n = PAYLOADS[self.mode](self, torch.div(v, self.vth, rounding_mode="floor"))
+        n = self.rule.emulate(torch.div(v, self.vth, rounding_mode="floor"), self.vb, self.max_units, self.table)
+        if self.rule.buffered:
+            self.vb.add_(n)
         if isinstance(self.vth, int):
             v.add_(n, alpha=-self.vth)
         else:
@@ -467,7 +449,7 @@ def make_neuron(neuron, block: Block):
 
 
 make_neuron.register(Cuba, Lif)
-make_neuron.register(Readout, Lif)
+make_neuron.register(Accumulator, Lif)
 make_neuron.register(SoftIF, SoftIFRunner)
 make_neuron.register(Delta, DeltaRunner)
 make_neuron.register(SigmaDelta, SigmaDeltaRunner)

@@ -24,15 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from loihi_conv.errors import LoihiConvError
-from loihi_conv.qir import (POOL_SCHEMES, RATE_DECAY_SHIFT, RATE_INPUT_SHIFT, ConvSyn, DenseSyn,
-                            SpikePool, Synapse)
-from loihi_conv.registry import registrar
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.limits import CONV_WRAP, DELAY_MAX, RATE_DECAY_SHIFT, RATE_INPUT_SHIFT
+from loihi_conv.base.registry import registrar
+from loihi_conv.fixed.qir import POOL_SCHEMES, ConvSyn, DenseSyn, SpikePool, Synapse
 
 from .arith import F32_EXACT, F64_EXACT, I32_MAX, float_to_int32_x86, wrap, wrap32, zeros
 
-MAX_DELAY = 62  # NetX clips dense delays to 62 (DelayDense allows <= 63)
-CONV_WRAP = 2 ** 23  # conv a_buf is 24-bit signed
+MAX_DELAY = DELAY_MAX  # NetX clips dense delays to 62 (DelayDense allows <= 63)
 DENSE_WRAP = 2 ** 31  # dense a_buf travels on an int32 channel
 CHUNK_BYTES = 2 ** 21  # float output of one layer-major synapse call: stays in L2
 INT8_SRC_MAX = 127  # largest uint8 message the oneDNN u8 x s8 kernels sum exactly (_int8_kernel)

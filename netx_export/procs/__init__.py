@@ -5,7 +5,7 @@ re-executing every module in the directory (and parent package) of a Process's m
 (magma/compiler/compiler_graphs.py:795-900); keeping this package to these few small modules keeps
 that scan fast and free of spurious import warnings.
 
-* ``softif``: the SoftIF neuron (extension), fixed and float models.
+* ``softif_process``: the SoftIF neuron (extension), fixed and float models.
 * ``mmapio``: memory-mapped input source and recorders (fast host I/O).
 * ``pool``: the spiking max-pool stage (extension, ``qir.SpikePool``) between a source's
   ``s_out`` and a synapse's ``s_in``, fixed-point model.

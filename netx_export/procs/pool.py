@@ -24,7 +24,7 @@ receive). On Loihi 2 the stage would be a microcode neuron population per poolin
 lateral inhibition (MLIPooling, SpiCalib §3.4); only this CPU process is built here.
 
 Layouts: ports and Vars are Lava order (W, H, C) (``s_out`` and ``sent``: the pooled (W', H', C));
-the rules run in PyTorch order (C, H, W), converted at the border with ``loihi_conv.layout``.
+the rules run in PyTorch order (C, H, W), converted at the border with ``loihi_conv.base.layout``.
 ``kernel``/``stride``/``padding`` are PyTorch (y, x) pairs, as in ``qir.SpikePool`` (not Lava
 Conv's (x, y)). numpy only: torch hangs inside Lava processes (lava/proc/conv/utils.py:10-18).
 """
@@ -43,8 +43,9 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from loihi_conv.layout import chw_to_whc, whc_to_chw
-from loihi_conv.qir import RATE_DECAY_SHIFT, RATE_INPUT_SHIFT, SpikePool
+from loihi_conv.base.layout import chw_to_whc, whc_to_chw
+from loihi_conv.base.limits import RATE_DECAY_SHIFT, RATE_INPUT_SHIFT
+from loihi_conv.fixed.qir import SpikePool
 
 # A padded position holds this rank, below any real one (states and messages are far smaller).
 PAD = np.iinfo(np.int64).min

@@ -1,0 +1,1 @@
+"""CLI subcommands: one module per group of commands, each registering on ``group.main``."""

@@ -1,0 +1,226 @@
+"""convert, emulate, run-lava, verify: the fixed-point side (NetX files, emulator, Lava)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+import numpy as np
+
+from loihi_conv.app.commands.group import Ctx, check_steps, guarded, main, write_json
+from loihi_conv.app.commands.options import model_options, pop_recipe, recipe_options
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.fixed.quantize import TARGETS
+
+
+def _progress(obj: Ctx, desc: str):
+    from tqdm import tqdm
+
+    return lambda it: tqdm(it, desc=desc, disable=obj.quiet, leave=False)
+
+
+def _load_net(path: str):
+    import netx_export
+
+    if not Path(path).is_file():
+        raise LoihiConvError(f"NetX file {path} does not exist", "check the path, or create one with "
+                             "'loihi-conv convert ... --out FILE.net'")
+    return netx_export.load(path)
+
+
+def _dataset_of(qnet, dataset: str | None, net: str) -> str:
+    """The dataset to run ``qnet`` on; its images must fit the network's input layer."""
+    from loihi_conv.app.data import dataset_info
+
+    ds = dataset or qnet.meta.get("dataset")
+    if not isinstance(ds, str):  # None, or whatever a foreign file's meta holds
+        raise LoihiConvError("the file does not say which dataset it was made for",
+                             "pass --dataset mnist|fashion-mnist|digits")
+    image = tuple(dataset_info(ds).input_shape)
+    if image != tuple(qnet.input.shape):
+        made_for = qnet.meta.get("dataset")
+        raise LoihiConvError(f"{net} takes inputs of shape {tuple(qnet.input.shape)} (C,H,W), but {ds} "
+                             f"images are {image}",
+                             f"pass --dataset {made_for}" if made_for and made_for != ds else
+                             "pass the dataset the network was made for with --dataset")
+    return ds
+
+
+@main.command()
+@model_options
+@recipe_options
+@click.option("--target", type=click.Choice(sorted(TARGETS)), default="if-soft", show_default=True,
+              help="cuba: standard NetX; if-soft: reset by subtraction (extension); sdnn: sigma-delta.")
+@click.option("--timesteps", "-T", type=int, default=64, show_default=True, help="Readout window the scales are chosen for.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="NetX file to write (.net).")
+@click.option("--force", is_flag=True, help="Export even if a value would clip, wrap or saturate on Loihi.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the quantization report here.")
+@click.pass_obj
+@guarded
+def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, json_out, **kw) -> None:
+    """Convert a model, quantize it for a Loihi 2 target and write a NetX file.
+
+    \b
+    Examples:
+      loihi-conv convert --model mnist_cnn --target cuba --out mnist_cuba.net
+      loihi-conv convert --model my.py:Net --weights w.pt --dataset mnist --target if-soft -o net.net
+    """
+    import netx_export
+    from loihi_conv.app import models, pipeline
+    from loihi_conv.emulate.quant_report import report
+
+    check_steps(timesteps, "--timesteps", "-T 64")
+    recipe = pop_recipe(kw)
+    ref = models.resolve(model, weights, dataset, progress=not obj.quiet)
+    snn, _ = pipeline.convert_model(ref, recipe)
+    try:
+        qnet = pipeline.quantize_snn(snn, ref, recipe, target, timesteps, force=force)
+    except LoihiConvError as e:  # the Python API's "force=True" is --force here
+        raise LoihiConvError(e.problem, e.fix and e.fix.replace("pass force=True", "pass --force")) from e
+    path = netx_export.save(qnet, out)
+    rep = report(qnet)
+    obj.echo(str(rep))
+    obj.echo(f"wrote {path} ({target}, {len(qnet.blocks)} blocks, depth {qnet.depth})")
+    write_json(json_out, {"path": str(path), "meta": qnet.meta})
+
+
+@main.command()
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "input_path", type=click.Path(dir_okay=False), required=True,
+              help="Integer input .npy in Lava's port layout: (W,H,C,T) or (N,T); (W,H,C) or (N,) static.")
+@click.option("--steps", "-s", type=int, required=True, help="Steps to run.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), required=True,
+              help="Output .npy: the output layer's out-port per step, (W,H,C,steps) or (N,steps).")
+@click.option("--inject", type=click.Choice(["a_in", "bias"]), default="a_in", show_default=True,
+              help="How the input reaches an input layer that has a neuron.")
+@click.pass_obj
+@guarded
+def emulate(obj: Ctx, net: str, input_path: str, steps: int, out: str, inject: str) -> None:
+    """Run a NetX file on the bit-exact emulator with Lava's port layouts.
+
+    \b
+    Example: loihi-conv emulate mnist.net --input x.npy --steps 64 --out y.npy
+    """
+    from loihi_conv.base import layout
+    from loihi_conv.base.files import atomic_path
+    from loihi_conv.emulate import emulate as run
+
+    check_steps(steps, "--steps", "--steps 64")
+    qnet = _load_net(net)
+    x = _read_npy(input_path)
+    if x.dtype.kind not in "biuf":  # complex, strings, datetimes, structured records
+        raise LoihiConvError(f"input {input_path} has dtype {x.dtype}; Loihi inputs are real integers",
+                             "save an integer array (e.g. numpy.int32) with numpy.save")
+    in_shape = tuple(qnet.input.shape)
+    lava_shape = tuple(reversed(in_shape))
+    if x.shape == lava_shape:  # static
+        x_t = layout.lava_to_torch(x[..., None])[0]
+    elif x.ndim == len(in_shape) + 1 and x.shape[:-1] == lava_shape:
+        x_t = layout.lava_to_torch(x)
+    else:
+        raise LoihiConvError(f"input {input_path} has shape {x.shape}; {net} expects {lava_shape + ('T',)} "
+                             f"or {lava_shape} (Lava layout of input shape {in_shape})",
+                             "transpose PyTorch (T,C,H,W) data to (W,H,C,T)")
+    if not np.issubdtype(x.dtype, np.integer) and not np.all(np.mod(x, 1) == 0):
+        raise LoihiConvError(f"input {input_path} holds non-integer values", "Loihi inputs are integers: round them")
+    res = run(qnet, x_t[None].astype(np.int64), steps, inject=inject)
+    y = layout.torch_to_lava(res.output[0])
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, y)
+    obj.echo(f"wrote {out} {y.shape} ({int((y != 0).sum())} non-zero messages)")
+
+
+def _read_npy(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise LoihiConvError(f"input file {path} does not exist", "check the path") from None
+    except Exception as e:  # noqa: BLE001 - numpy raises many types for a bad file
+        raise LoihiConvError(f"cannot read {path} as a .npy array ({type(e).__name__}: {e})",
+                             "save it with numpy.save (no pickled objects)") from None
+
+
+@main.command("run-lava")
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--dataset", "-d", default=None, help="Test set (default: the one the file was made for).")
+@click.option("--samples", "-n", type=int, default=20, show_default=True)
+@click.option("--timesteps", "-T", type=int, default=None, help="Readout window (default: the file's).")
+@click.option("--hardware", is_flag=True, help="Run on Loihi 2 via Loihi2HwCfg (needs lava-loihi, INRC).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+@click.pass_obj
+@guarded
+def run_lava(obj: Ctx, net, dataset, samples, timesteps, hardware, json_out) -> None:
+    """Run test images through a NetX file on Lava (CPU simulator, or Loihi 2 with --hardware).
+
+    \b
+    Example: loihi-conv run-lava mnist.net --samples 20 --timesteps 64
+    """
+    from loihi_conv.app import pipeline
+    from loihi_conv.fixed.decode import encode, predictions, steps_for
+    from netx_export.runner import LavaRunner
+
+    qnet = _load_net(net)
+    ds = _dataset_of(qnet, dataset, net)
+    T = _timesteps_of(qnet, timesteps)
+    x, y = pipeline.test_data(ds, samples)
+    steps = steps_for(qnet, T)
+    x_int = encode(qnet, x)
+    preds = []
+    with LavaRunner(net, hardware=hardware) as runner:
+        for i in _progress(obj, "lava")(range(len(x_int))):
+            res = runner.run(x_int[i], steps)
+            preds.append(int(predictions(qnet, res)[0]))
+        timing = dict(runner.timing)
+    acc = float((np.array(preds) == y.numpy()).mean())
+    obj.echo(f"Lava {'Loihi 2' if hardware else 'CPU simulator'}: accuracy {100 * acc:.2f}% on {len(y)} "
+             f"{ds} test images, T={T} ({steps} steps); {timing['run_s'] / max(timing['steps'], 1) * 1e3:.1f} ms/step")
+    write_json(json_out, {"accuracy": acc, "samples": len(y), "timesteps": T, "steps": steps,
+                          "predictions": preds, "timing": timing})
+
+
+def _timesteps_of(qnet, timesteps: int | None) -> int:
+    if timesteps is not None:
+        return check_steps(timesteps, "--timesteps", "--timesteps 64")
+    T = qnet.meta.get("timesteps")
+    if T is None:
+        raise LoihiConvError("no readout window: the file does not record one and --timesteps is missing",
+                             "pass e.g. --timesteps 64")
+    if isinstance(T, bool) or not isinstance(T, int):  # meta read from a file may hold anything
+        raise LoihiConvError(f"the file records timesteps={T!r}, not an integer", "pass e.g. --timesteps 64")
+    return check_steps(T, "the file's readout window", "--timesteps 64")
+
+
+@main.command()
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--dataset", "-d", default=None, help="Test set (default: the one the file was made for).")
+@click.option("--samples", "-n", type=int, default=5, show_default=True)
+@click.option("--timesteps", "-T", type=int, default=None, help="Readout window (default: the file's).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+@click.pass_obj
+@guarded
+def verify(obj: Ctx, net, dataset, samples, timesteps, json_out) -> None:
+    """Check the emulator against Lava step by step: every block's spikes and states.
+
+    Exits with status 4 when any value differs.
+
+    \b
+    Example: loihi-conv verify mnist.net --samples 5 --timesteps 32
+    """
+    import sys
+
+    from loihi_conv.app import pipeline
+    from loihi_conv.app.verify import verify as run_verify
+
+    qnet = _load_net(net)
+    ds = _dataset_of(qnet, dataset, net)
+    T = _timesteps_of(qnet, timesteps)
+    x, y = pipeline.test_data(ds, samples)
+    ver = run_verify(qnet, x, T, progress=_progress(obj, "verify"))
+    obj.echo(ver.table())
+    obj.echo(f"{ver.total_mismatches} mismatches in {ver.total_compared} compared values "
+             f"({ver.samples} samples x {ver.steps} steps); predictions agree: "
+             f"{ver.lava_predictions == ver.emulator_predictions}")
+    write_json(json_out, dataclasses.asdict(ver))
+    if ver.total_mismatches:
+        sys.exit(4)

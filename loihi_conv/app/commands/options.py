@@ -1,0 +1,90 @@
+"""Options shared by several subcommands, so every command spells them the same way."""
+from __future__ import annotations
+
+import functools
+
+import click
+
+from loihi_conv.convert import Recipe
+
+
+def model_options(fn):
+    @click.option("--model", "-m", default="mnist_cnn", show_default=True,
+                  help="Zoo model name, or path/to/module.py:ClassName for your own model.")
+    @click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                  help="State dict (.pt) for a user model; loaded with weights_only=True.")
+    @click.option("--dataset", "-d", default=None,
+                  help="mnist | fashion-mnist | digits (zoo models know theirs).")
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        return fn(*a, **k)
+    return wrapper
+
+
+def _neuron_params(ctx, param, values):
+    """--neuron-param KEY=VALUE (repeatable) -> {key: int/float/str} for Recipe.neuron_params."""
+    if not values:
+        return None
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param=param)
+        for cast in (int, float):
+            try:
+                out[key] = cast(raw)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = raw
+    return out
+
+
+def recipe_options(fn):
+    @click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), default=None,
+                  help="Recipe TOML file; the options below override it.")
+    @click.option("--normalizer", default=None, help="max | percentile | mmse | qrelu")
+    @click.option("--percentile", type=float, default=None, help="p for the percentile normalizer.")
+    @click.option("--granularity", type=click.Choice(["channel", "layer"]), default=None)
+    @click.option("--neuron", "neuron_model", default=None,
+                  help="if-soft (reset by subtraction) | if-zero | if-burst | if-multibit | if-buffered | spicalib")
+    @click.option("--neuron-param", "neuron_params", multiple=True, callback=_neuron_params,
+                  help="Neuron option KEY=VALUE, repeatable, e.g. s_max=2 or burst=5.")
+    @click.option("--v-init", type=float, default=None, help="Initial potential / threshold (0.5: unbiased).")
+    @click.option("--calib-size", type=int, default=None, help="Calibration images (train split).")
+    @click.option("--calib-timesteps", type=int, default=None,
+                  help="T the MMSE / ClipRound / LCP / ACP methods optimise for.")
+    @click.option("--mmse-rounding", default=None, help="MMSE objective: round | floor | zero.")
+    @click.option("--clip-round/--no-clip-round", default=None, help="Add θ/(2T) to every bias (ClipRound).")
+    @click.option("--clamp-delay", type=int, default=None, help="Voltage clamping: layer l silent for d·l steps.")
+    @click.option("--lcp/--no-lcp", default=None, help="LCP bias calibration (calibration paper eq. 20).")
+    @click.option("--acp/--no-acp", "acp", default=None,
+                  help="ACP potential calibration v(0) = T e (calibration paper eq. 22).")
+    @click.option("--acp-weights/--no-acp-weights", "acp_weights", default=None,
+                  help="With --acp: also calibrate each layer's weights (calibration paper eq. 23).")
+    @click.option("--acp-granularity", type=click.Choice(["neuron", "channel"]), default=None,
+                  help="ACP v(0) per neuron (float SNN only) or per channel (exports to if-soft).")
+    @click.option("--max-pool", default=None, help="Spiking max-pool: mli | rate-gate | spike-max | avg.")
+    @click.option("--output", default=None, help="Output readout: potential | spikes | softmax.")
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        return fn(*a, **k)
+    return wrapper
+
+
+def build_recipe(recipe_file: str | None, **overrides) -> Recipe:
+    """Recipe from a TOML file (or defaults) with the CLI overrides that were given."""
+    base = Recipe.from_toml(recipe_file) if recipe_file else Recipe()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return base.replace(**changes) if changes else base
+
+
+RECIPE_KEYS = ("normalizer", "percentile", "granularity", "neuron_model", "neuron_params", "v_init",
+               "calib_size", "calib_timesteps", "mmse_rounding", "clip_round", "clamp_delay", "lcp", "acp",
+               "acp_weights", "acp_granularity", "max_pool", "output")
+
+
+def pop_recipe(kwargs: dict) -> Recipe:
+    """Take the recipe options out of a command's kwargs and build the Recipe."""
+    return build_recipe(kwargs.pop("recipe_file"), **{k: kwargs.pop(k) for k in RECIPE_KEYS})

@@ -1,0 +1,22 @@
+"""if-zero: integrate-and-fire with reset to zero (what Lava's CUBA LIF does)."""
+from __future__ import annotations
+
+import torch
+
+from loihi_conv.snn.neurons.neuron_model import NeuronModel, State, Tensor, register_neuron
+
+
+@register_neuron("if-zero")
+class ZeroResetIF(NeuronModel):
+    """IF with reset to zero (Diehl et al. 2015; Rueckauer et al. 2016, eq. 4a):
+
+    ``V(t) = (V(t-1) + z(t)) * (1 - S(t))``, ``S(t) = [V(t-1) + z(t) >= theta]``.
+    The charge above threshold is lost at every spike, so rates are biased low (Rueckauer eq. 5).
+    """
+
+    def step(self, state: State, current: Tensor) -> Tensor:
+        v, theta, spikes = state["v"], state["theta"], state["spikes"]
+        v.add_(current)
+        torch.ge(v, theta, out=spikes)
+        v.addcmul_(v, spikes, value=-1.0)  # v -= v * spikes: exactly 0 where it spiked
+        return spikes
