@@ -285,7 +285,8 @@ import subprocess
 
 cli = shutil.which("loihi-conv") or str(Path(sys.executable).with_name("loihi-conv"))
 args = ["convert", "--model", spec_str, "--weights", str(OUT / "weights.pt"), "--dataset", DATASET,
-        "--target", TARGET, "--timesteps", str(T), "--calib-size", str(CALIB_SIZE), "--out", str(OUT / "cli.net")]
+        "--target", TARGET, "--timesteps", str(T), "--calib-size", str(CALIB_SIZE), "--no-search",
+        "--out", str(OUT / "cli.net")]
 done = subprocess.run([cli, "--quiet", *args], capture_output=True, text=True)
 print("$ loihi-conv", " ".join(args))
 print("exit status", done.returncode, done.stderr[-2000:])

@@ -10,7 +10,7 @@ from loihi_conv.convert.conversion import as_graph, convert
 from loihi_conv.convert.methods import calibrate, clamp, clip_round, clip_round_bias, efficiency, mmse_threshold
 from loihi_conv.convert.methods.calibrate import layer_errors
 from loihi_conv.convert.normalize import to_snn
-from loihi_conv.convert.search import bayes_percentile, from_log_p, log_p, relu1_output, snn_kl
+from loihi_conv.convert.threshold_search import bayes_percentile, from_log_p, log_p, relu1_output, snn_kl
 from loihi_conv.frontend import ir, ops
 from loihi_conv.snn.simulate import levels, simulate
 

@@ -86,7 +86,7 @@ def test_overflowing_network_is_refused_per_layer_and_forced_with_a_warning(mode
     """OutBias's readout bias only fits the 13-bit bias mantissa at a scale where every weight
     rounds to zero: convert refuses, naming the layer and why; --force writes it with a warning."""
     out = models.parent / "forced.net"
-    args = f"convert --model {models}:OutBias --dataset digits --target if-soft -T 16 --calib-size 64 --out {out}"
+    args = f"convert --model {models}:OutBias --dataset digits --target if-soft -T 16 --calib-size 64 --no-search --out {out}"
     res = cli(args)
     assert res.exit_code == 2 and not out.exists()
     err = res.stderr
@@ -105,7 +105,7 @@ def test_overflowing_network_is_refused_per_layer_and_forced_with_a_warning(mode
 
 
 def test_readout_that_would_wrap_at_the_requested_T_is_refused(models):
-    res = cli(f"convert --model {models}:NoOutBias --dataset digits --target if-soft -T 1000000 "
+    res = cli(f"convert --model {models}:NoOutBias --dataset digits --target if-soft -T 1000000 --no-search "
               f"--calib-size 64 --out {models.parent / 'long.net'}")
     assert res.exit_code == 2
     assert "readout 'f': its accumulation over T=1000000 only fits the 24-bit state" in res.stderr
@@ -116,7 +116,7 @@ def test_what_netx_would_mangle_is_refused_even_with_force(models):
     """Forced, the cuba OutBias readout is an all-zero dense matrix: lava-dl's loader raises
     OverflowError on it, so the writer refuses it whatever --force says; nothing is written."""
     out = models.parent / "cuba.net"
-    res = cli(f"convert --model {models}:OutBias --dataset digits --target cuba -T 16 --calib-size 64 "
+    res = cli(f"convert --model {models}:OutBias --dataset digits --target cuba -T 16 --calib-size 64 --no-search "
               f"--force --out {out}")
     assert res.exit_code == 2 and not out.exists()
     assert "warning: force=True" in res.stderr

@@ -83,8 +83,23 @@ def quantize_snn(snn: ir.Graph, ref: ModelRef, recipe: Recipe, target: str, time
 
     calib = calibration_data(ref.dataset, recipe)
     qnet = quantize(snn, target, timesteps=timesteps, calib=calib, force=force)
+    return _stamp(qnet, ref, target, timesteps)
+
+
+def _stamp(qnet, ref: ModelRef, target: str, timesteps: int):
+    """What a file says of its origin (``meta``): model, dataset, target, T."""
     qnet.meta.update(model=ref.name, dataset=ref.dataset, target=target, timesteps=int(timesteps))
     return qnet
+
+
+def search_recipe(ref: ModelRef, target: str, timesteps: int, fixed: dict, **opts):
+    """``app.recipe_search.search`` for a resolved model; its ``qnet`` is stamped like ``quantize_snn``'s,
+    so the file it makes is the one ``convert --recipe`` rebuilds from the chosen recipe."""
+    from loihi_conv.app.recipe_search import search
+
+    result = search(ref.module, ref.dataset, ref.input_shape, target, timesteps, fixed, **opts)
+    _stamp(result.qnet, ref, target, timesteps)
+    return result
 
 
 def emulator_accuracy(qnet, dataset: str, timesteps: int, samples: int | None = None) -> tuple[float, float]:

@@ -32,6 +32,7 @@ from typing import ClassVar
 import torch
 
 from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.knobs import Choice, Knobs
 from loihi_conv.base.registry import lookup, registrar
 from loihi_conv.convert.observe import ActivationStats, ObserverSpec
 from loihi_conv.frontend import ir, ops
@@ -61,6 +62,8 @@ class Normalizer:
     name: ClassVar[str] = ""
     options: ClassVar[tuple[str, ...]] = ("granularity",)
     key: ClassVar[str] = ""  # the observer key read from ActivationStats
+    # What the recipe search may choose for this normalizer (None: never chosen by the search).
+    knobs: ClassVar[Knobs | None] = {"granularity": Choice(("channel", "layer"))}
 
     def __init__(self, granularity: str = "channel"):
         if granularity not in GRANULARITIES:
@@ -110,6 +113,7 @@ class PercentileNormalizer(Normalizer):
 
     options = ("granularity", "percentile", "nonzero")
     key = "percentile"
+    knobs = {**Normalizer.knobs, "percentile": Choice((99.9, 99.99, 99.999))}
 
     def __init__(self, granularity: str = "channel", percentile: float = 99.99, nonzero: bool = True):
         super().__init__(granularity)

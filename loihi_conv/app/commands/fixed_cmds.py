@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from loihi_conv.app.commands.group import Ctx, check_steps, guarded, main, write_json
-from loihi_conv.app.commands.options import model_options, pop_recipe, recipe_options
+from loihi_conv.app.commands.options import model_options, pop_fixed, recipe_options, search_options
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.fixed.quantize import TARGETS
 
@@ -49,6 +49,7 @@ def _dataset_of(qnet, dataset: str | None, net: str) -> str:
 @main.command()
 @model_options
 @recipe_options
+@search_options
 @click.option("--target", type=click.Choice(sorted(TARGETS)), default="if-soft", show_default=True,
               help="cuba: standard NetX; if-soft: reset by subtraction (extension); sdnn: sigma-delta.")
 @click.option("--timesteps", "-T", type=int, default=64, show_default=True, help="Readout window the scales are chosen for.")
@@ -57,26 +58,42 @@ def _dataset_of(qnet, dataset: str | None, net: str) -> str:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the quantization report here.")
 @click.pass_obj
 @guarded
-def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, json_out, **kw) -> None:
+def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, json_out, no_search, budget,
+            trials, heldout, **kw) -> None:
     """Convert a model, quantize it for a Loihi 2 target and write a NetX file.
+
+    By default the conversion recipe is searched: the options you give are kept, the others
+    are chosen for the best accuracy of the fixed-point network at T on training images held out
+    from calibration (--budget seconds; --no-search to take the defaults instead).
 
     \b
     Examples:
       loihi-conv convert --model mnist_cnn --target cuba --out mnist_cuba.net
+      loihi-conv convert --model mnist_cnn -T 8 --budget 120 --out mnist_t8.net
       loihi-conv convert --model my.py:Net --weights w.pt --dataset mnist --target if-soft -o net.net
     """
     import netx_export
     from loihi_conv.app import models, pipeline
+    from loihi_conv.app.recipe_search import DEFAULT_BUDGET, DEFAULT_HELDOUT, describe
     from loihi_conv.emulate.quant_report import report
 
     check_steps(timesteps, "--timesteps", "-T 64")
-    recipe = pop_recipe(kw)
+    searching = not no_search and kw["recipe_file"] is None  # a recipe file fixes every option
+    recipe, fixed = pop_fixed(kw)
     ref = models.resolve(model, weights, dataset, progress=not obj.quiet)
-    snn, _ = pipeline.convert_model(ref, recipe)
-    try:
-        qnet = pipeline.quantize_snn(snn, ref, recipe, target, timesteps, force=force)
-    except LoihiConvError as e:  # the Python API's "force=True" is --force here
-        raise LoihiConvError(e.problem, e.fix and e.fix.replace("pass force=True", "pass --force")) from e
+    if searching:
+        result = pipeline.search_recipe(ref, target, timesteps, fixed,
+                                        budget=DEFAULT_BUDGET if budget is None and trials is None else budget,
+                                        trials=trials, heldout=heldout or DEFAULT_HELDOUT, progress=not obj.quiet)
+        obj.echo(result.summary())
+        qnet = result.qnet
+    else:
+        snn, _ = pipeline.convert_model(ref, recipe)
+        try:
+            qnet = pipeline.quantize_snn(snn, ref, recipe, target, timesteps, force=force)
+        except LoihiConvError as e:  # the Python API's "force=True" is --force here
+            raise LoihiConvError(e.problem, e.fix and e.fix.replace("pass force=True", "pass --force")) from e
+        obj.echo(f"recipe: {describe(recipe)}")
     path = netx_export.save(qnet, out)
     rep = report(qnet)
     obj.echo(str(rep))

@@ -88,3 +88,29 @@ RECIPE_KEYS = ("normalizer", "percentile", "granularity", "neuron_model", "neuro
 def pop_recipe(kwargs: dict) -> Recipe:
     """Take the recipe options out of a command's kwargs and build the Recipe."""
     return build_recipe(kwargs.pop("recipe_file"), **{k: kwargs.pop(k) for k in RECIPE_KEYS})
+
+
+def pop_fixed(kwargs: dict) -> tuple[Recipe, dict]:
+    """Take the recipe options out of a command's kwargs: the Recipe they build (defaults for
+    the rest) and the knobs the user fixed -- every key of a ``--recipe`` file, every option
+    given on the command line -- which the recipe search leaves alone."""
+    recipe_file = kwargs["recipe_file"]
+    given = {k: kwargs[k] for k in RECIPE_KEYS if kwargs[k] is not None}
+    recipe = pop_recipe(kwargs)
+    fixed = {**(Recipe.from_toml(recipe_file).to_dict() if recipe_file else {}), **given}
+    return recipe, fixed
+
+
+def search_options(fn):
+    @click.option("--no-search", "no_search", is_flag=True,
+                  help="Use the recipe as given (defaults for every option not given) instead of searching.")
+    @click.option("--budget", type=float, default=None,
+                  help="Seconds the recipe search may take (default 240; options you give are not searched).")
+    @click.option("--trials", type=int, default=None,
+                  help="At most this many search trials (with no --budget: exactly reproducible).")
+    @click.option("--heldout", type=int, default=None,
+                  help="Training images (never calibration or test images) the search scores on (default 1000).")
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        return fn(*a, **k)
+    return wrapper

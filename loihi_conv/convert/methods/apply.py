@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import torch
 
+from loihi_conv.base.knobs import Choice, Knobs
 from loihi_conv.convert.methods.calibrate import WeightCalibration, calibrate, clamp, clip_round_bias
 from loihi_conv.frontend import ir
+
+
+# The recipe switches of these methods and what the recipe search may choose for them; a target
+# lists the ones whose effect it keeps (``fixed.quantize.register_target(recipe_knobs=...)``).
+METHOD_KNOBS: Knobs = {
+    "v_init": Choice((0.0, 0.5)),          # RetinaNet paper: unbiased quantization (v(0) = theta/2)
+    "clip_round": Choice((False, True)),   # calibration paper eq. 17
+    "clamp_delay": Choice((0, 1, 2)),      # RetinaNet paper: voltage clamping
+    "lcp": Choice((False, True)),          # calibration paper eq. 20
+    "acp": Choice((False, True)),          # calibration paper eq. 22
+    "acp_weights": Choice((False, True)),  # calibration paper eq. 23 (needs acp)
+}
 
 
 def apply_methods(snn: ir.Graph, ann: ir.Graph, x: torch.Tensor | None, recipe) -> ir.Graph:

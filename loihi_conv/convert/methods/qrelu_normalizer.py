@@ -28,6 +28,7 @@ class QReLUNormalizer(Normalizer):
 
     options = ("granularity", "neuron_model", "neuron_params", "v_init", "clip_round")
     key = "qrelu"
+    knobs = None  # needs a model fine-tuned with QReLU: chosen by the user, never by the search
 
     def __init__(self, granularity: str = "channel", neuron_model: str = "if-soft",
                  neuron_params: dict | None = None, v_init: float = 0.0, clip_round: bool = False):

@@ -1,6 +1,6 @@
 """Threshold choice beyond max/percentile: the calibration paper's MMSE thresholds (normalizer
 "mmse") and the quantised activation functions they minimise the error of. Searches that convert
-many times (ReLU1 predictor, Bayesian optimisation of p) are in ``convert.search``.
+many times (ReLU1 predictor, Bayesian optimisation of p) are in ``convert.threshold_search``.
 
 Layouts: activations are (N, C, *spatial) or (N, F) (channel = dim 1); thresholds are (C,).
 """
@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.knobs import Choice
 from loihi_conv.convert.normalize import Normalizer, _positive, register_normalizer
 from loihi_conv.convert.observe import Observer, _by_channel, register_observer
 
@@ -103,6 +104,7 @@ class MMSENormalizer(Normalizer):
 
     options = ("granularity", "calib_timesteps", "mmse_rounding", "mmse_samples")
     key = "samples"
+    knobs = {**Normalizer.knobs, "mmse_rounding": Choice(("round", "floor"))}
 
     def __init__(self, granularity: str = "channel", calib_timesteps: int = 32, mmse_rounding: str = "round",
                  mmse_samples: int = 256):

@@ -111,7 +111,9 @@ def _threshold_error(data, weights, sigma: torch.Tensor, keep: torch.Tensor) -> 
     return float((sigma[ok] / (num[ok] / den[ok]) - 1).abs().max())
 
 
-@register_target("cuba", spiking=True)
+# CUBA starts at v = 0 (v_init, ACP's v(0) dropped) and has no step counter (no clamping).
+@register_target("cuba", spiking=True, neuron_models=("if-zero", "if-soft"),
+                 recipe_knobs=("clip_round", "lcp", "max_pool"))
 def quantize_cuba(ctx: Context) -> qir.QNetwork:
     """SNN IR -> CUBA blocks + Accumulator (docs/targets.md, "cuba")."""
     return quantize_spiking(ctx, CubaRule())

@@ -216,7 +216,8 @@ def _self_limit(block: FBlock, st: dict, opts) -> float:
     return top if math.isfinite(top) else 1.0
 
 
-@register_target("sdnn")
+# SigmaDelta is a plain ReLU: neuron model, v_init and the spiking methods do not apply.
+@register_target("sdnn", recipe_fixed={"max_pool": "avg"})
 def quantize_sdnn(ctx: Context) -> qir.QNetwork:
     """SNN IR (read as its ANN) -> Delta input, SigmaDelta hidden blocks, Sigma output."""
     opts = ctx.opts

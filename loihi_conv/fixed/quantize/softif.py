@@ -116,7 +116,9 @@ def _ints(t: torch.Tensor) -> np.ndarray:
     return np.asarray(t.to(torch.int64).numpy(), dtype=np.int64)
 
 
-@register_target("if-soft", spiking=True)
+@register_target("if-soft", spiking=True, neuron_models=("if-soft", "if-multibit", "if-burst"),
+                 recipe_knobs=("v_init", "clip_round", "clamp_delay", "lcp", "acp", "acp_weights", "max_pool"),
+                 recipe_fixed={"acp_granularity": "channel"})  # per-channel v(0): SoftIF v_init
 def quantize_softif(ctx: Context) -> qir.QNetwork:
     """SNN IR -> SoftIF blocks + Accumulator (docs/targets.md, "if-soft")."""
     return quantize_spiking(ctx, SoftIFRule())

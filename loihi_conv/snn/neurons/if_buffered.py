@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from loihi_conv.base.knobs import Choice
 from loihi_conv.snn.neurons.neuron_model import MultiUnit, State, Tensor, adjust, register_neuron
 
 
@@ -26,6 +27,7 @@ class BufferedIF(MultiUnit):
 
     default_s_max = 1
     signed = True
+    knobs = {"s_max": Choice((1, 2))}
 
     def init_state(self, shape, node, dtype=torch.float32, device=None) -> State:
         state = super().init_state(shape, node, dtype, device)

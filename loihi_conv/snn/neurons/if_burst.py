@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from loihi_conv.base.knobs import Choice
 from loihi_conv.frontend import ir
 from loihi_conv.snn.neurons.neuron_model import NeuronModel, State, Tensor, int_param, register_neuron
 
@@ -18,6 +19,8 @@ class BurstIF(NeuronModel):
     activations up to ``Γ * theta`` are represented (the clipping error of SpiCalib eq. 6 shrinks).
     ``params["burst"]`` = Γ (default 5). The threshold keeps the normalized lambda.
     """
+
+    knobs = {"burst": Choice((2, 3))}
 
     @staticmethod
     def max_units(node: ir.Neuron) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from loihi_conv.base.knobs import Choice
 from loihi_conv.frontend import ir
 from loihi_conv.snn.neurons.neuron_model import MultiUnit, State, Tensor, adjust, register_neuron
 
@@ -21,6 +22,7 @@ class MultiBitIF(MultiUnit):
     """
 
     default_s_max = 2
+    knobs = {"s_max": Choice((2,))}  # 4 skips counts (3 units become a 2-spike), see clip_floor
 
     @classmethod
     def clip_floor(cls, node: ir.Neuron) -> bool:

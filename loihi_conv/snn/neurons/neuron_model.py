@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 
 from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.knobs import Knobs
 from loihi_conv.base.registry import lookup, registrar
 from loihi_conv.frontend import ir
 
@@ -52,6 +53,7 @@ class NeuronModel:
 
     name: ClassVar[str] = ""
     signed: ClassVar[bool] = False  # can send negative spikes (HPC eq. 13-14)
+    knobs: ClassVar[Knobs] = {}  # ``params`` the recipe search may choose (``neuron_params``)
 
     @classmethod
     def max_units(cls, node: ir.Neuron) -> int:

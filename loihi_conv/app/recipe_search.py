@@ -1,0 +1,282 @@
+"""Recipe search: the conversion recipe with the best fixed-point accuracy for a target and T.
+
+The objective is what runs on Loihi: convert with a candidate recipe, quantize for the target,
+and score the emulator (bit-exact with Lava) on training images held out from the calibration
+images -- never test images. Optuna's TPE proposes the candidates (seeded, so the sequence of
+proposals is reproducible); every trial is scored chunk by chunk and a median pruner stops the
+weak ones early; the user's time budget bounds the study (``trials`` bounds it exactly).
+
+The space is declared by the units themselves: each normalizer its ``knobs``, each neuron model
+its params' ``knobs``, the conversion methods their switches (``convert.methods.METHOD_KNOBS``),
+and each target which neuron models and method switches it keeps
+(``fixed.quantize.register_target``). A knob the caller fixed is not searched. The first trials
+are today's defaults and the calibration paper's recipe, so the search never returns worse than
+those on the held-out images.
+
+Data: calibration = the recipe's seeded ``calib_size`` training images (``data.calibration_batches``);
+held-out = the next ``heldout`` images of the same seeded permutation, so the two never overlap.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from loihi_conv.app import data
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.knobs import Choice
+from loihi_conv.convert import Recipe, convert
+from loihi_conv.convert.methods.apply import METHOD_KNOBS
+from loihi_conv.convert.normalize import NORMALIZERS
+from loihi_conv.emulate import emulator_predictions
+from loihi_conv.fixed import qir
+from loihi_conv.fixed.quantize import TARGETS, quantize
+from loihi_conv.frontend import ir
+from loihi_conv.frontend.ops import forward
+from loihi_conv.frontend.prepare import prepare
+from loihi_conv.snn.neurons import NEURON_MODELS
+from loihi_conv.snn.pooling import POOLING_SCHEMES
+
+DEFAULT_BUDGET = 240.0  # seconds; the issue's bound is 5 minutes per (model, target, T)
+DEFAULT_HELDOUT = 1000
+CHUNKS = 4  # held-out images are scored in this many chunks; the pruner looks after each
+# Starting points, tried first (in this order) as far as the space allows (knobs it lacks are
+# dropped, knobs a point does not name take the Recipe default): the defaults; the calibration
+# paper's recipe (MMSE thresholds, ClipRound, LCP + ACP); that with multi-bit spikes and
+# voltage clamping (the best T=8 recipe of benchmarks/results/low_latency.md); the RetinaNet
+# paper's unbiased quantization with clamping.
+CALIBRATION = {"normalizer": "mmse", "mmse_rounding": "round", "clip_round": True, "lcp": True, "acp": True}
+STARTS = ({}, CALIBRATION, {**CALIBRATION, "neuron_model": "if-multibit", "clamp_delay": 1},
+          {"v_init": 0.5, "clamp_delay": 1})
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    params: dict[str, Any]
+    accuracy: float | None  # held-out accuracy (partial when pruned), None when refused
+    seconds: float
+    state: str  # "complete" | "pruned" | "refused"
+    note: str = ""
+
+
+@dataclass
+class SearchResult:
+    """The chosen recipe, its quantized network and held-out accuracy, and every trial."""
+    recipe: Recipe
+    qnet: qir.QNetwork
+    snn: ir.Graph
+    accuracy: float
+    ann_accuracy: float
+    target: str
+    timesteps: int
+    heldout: int
+    seconds: float
+    trials: list[TrialRecord] = field(default_factory=list)
+
+    def summary(self) -> str:
+        done = sum(t.state == "complete" for t in self.trials)
+        pruned = sum(t.state == "pruned" for t in self.trials)
+        return (f"recipe search ({self.target}, T={self.timesteps}): {len(self.trials)} trials "
+                f"({done} complete, {pruned} pruned) in {self.seconds:.0f} s; held-out accuracy "
+                f"{100 * self.accuracy:.2f}% on {self.heldout} training images not used for calibration "
+                f"(ANN {100 * self.ann_accuracy:.2f}%)\nchosen: {describe(self.recipe)}")
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "timesteps": self.timesteps, "heldout": self.heldout,
+                "accuracy": self.accuracy, "ann_accuracy": self.ann_accuracy, "seconds": self.seconds,
+                "recipe": self.recipe.to_dict(),
+                "trials": [t.__dict__ for t in self.trials]}
+
+
+def describe(recipe: Recipe) -> str:
+    """The recipe options that differ from the defaults, as ``key=value`` words."""
+    base = Recipe().to_dict()
+    return " ".join(f"{k}={v}" for k, v in recipe.to_dict().items() if v != base[k]) or "defaults"
+
+
+def heldout_data(dataset: str, calib_size: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` training images and labels right after the ``calib_size`` calibration images in the
+    seeded permutation ``data.calibration_batches`` draws from: disjoint from them by construction."""
+    x, y = data.load_dataset(dataset, "train")
+    if calib_size + n > len(x):
+        n = len(x) - calib_size
+    if n < 50:
+        raise LoihiConvError(f"{dataset} has {len(x)} training images: too few to hold out images for the "
+                             f"recipe search after {calib_size} calibration images",
+                             "lower --calib-size, or pass --no-search and choose the recipe yourself")
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[calib_size:calib_size + n]
+    return x[idx], y[idx]
+
+
+def space(graph: ir.Graph, target: str, fixed: dict[str, Any]) -> list[tuple[str, Choice, Any]]:
+    """The knobs of ``target`` the caller did not fix, as (name, domain, condition) in
+    suggestion order; a condition ``(knob, values)`` makes a knob exist only when an earlier one
+    took one of ``values`` (e.g. ``percentile`` only for the percentile normalizer)."""
+    profile = TARGETS[target]
+    out: list[tuple[str, Choice, Any]] = []
+
+    def add(name: str, dom: Choice, cond=None) -> None:
+        if name not in fixed and len(dom.values) > 1:
+            out.append((name, dom, cond))
+
+    norms = tuple(n for n, cls in NORMALIZERS.items() if cls.knobs is not None)
+    add("normalizer", Choice(norms))
+    chosen_norms = (fixed["normalizer"],) if "normalizer" in fixed else norms
+    for norm in chosen_norms:
+        for knob, dom in (NORMALIZERS[norm].knobs or {}).items():
+            if not any(knob == k for k, _, _ in out):
+                users = tuple(n for n in chosen_norms if knob in (NORMALIZERS[n].knobs or {}))
+                add(knob, dom, None if len(users) == len(norms) else ("normalizer", users))
+    models = (fixed["neuron_model"],) if "neuron_model" in fixed else profile.neuron_models
+    add("neuron_model", Choice(tuple(models)))
+    if "neuron_params" not in fixed:
+        for model in models:
+            for knob, dom in NEURON_MODELS[model].knobs.items():
+                add(f"neuron_params.{knob}", dom, ("neuron_model", (model,)))
+    for knob in profile.recipe_knobs:
+        if knob == "max_pool":
+            if graph.of_type(ir.MaxPool2d):
+                add(knob, Choice(tuple(POOLING_SCHEMES)))
+        elif knob == "acp_weights":
+            add(knob, METHOD_KNOBS[knob], ("acp", (True,)) if "acp" not in fixed else None)
+        else:
+            add(knob, METHOD_KNOBS[knob])
+    return out
+
+
+def _suggest(trial, knobs) -> dict[str, Any]:
+    """Suggest every knob whose condition holds; returns recipe overrides."""
+    chosen: dict[str, Any] = {}
+    for name, dom, cond in knobs:
+        if cond is not None and cond[0] in chosen and chosen[cond[0]] not in cond[1]:
+            continue
+        chosen[name] = trial.suggest_categorical(name, list(dom.values))
+    params = {k.split(".", 1)[1]: v for k, v in chosen.items() if k.startswith("neuron_params.")}
+    out = {k: v for k, v in chosen.items() if not k.startswith("neuron_params.")}
+    if params:
+        out["neuron_params"] = params
+    return out
+
+
+def _start_points(knobs) -> list[dict[str, Any]]:
+    """``STARTS`` in the space: a value the space cannot take, or a knob a start does not name,
+    becomes the Recipe default (the first choice where the default is not one)."""
+    defaults = Recipe().to_dict()
+
+    def value(name: str, dom: Choice, start: dict[str, Any]) -> Any:
+        for v in (start.get(name), defaults.get(name)):
+            if v is not None and v in dom.values:
+                return v
+        return dom.values[0]
+
+    points = []
+    for start in STARTS:
+        point = {n: value(n, dom, start) for n, dom, _ in knobs}
+        if point not in points:
+            points.append(point)
+    return points
+
+
+def search(module: torch.nn.Module, dataset: str, input_shape: tuple[int, ...], target: str, timesteps: int,
+           fixed: dict[str, Any] | None = None, budget: float | None = DEFAULT_BUDGET, trials: int | None = None,
+           seed: int = 0, heldout: int = DEFAULT_HELDOUT, progress: bool = True) -> SearchResult:
+    """Search the recipe for ``target`` at readout window ``timesteps`` (module doc).
+
+    ``fixed``: recipe fields the caller chose (``Recipe`` field names; ``neuron_params`` as a
+    dict); they are never searched. ``budget``: seconds for the whole study (None: no limit);
+    ``trials``: at most this many trials (None: until the budget) -- with ``trials`` and no
+    budget the result is a function of ``seed`` alone. Returns the best recipe with its
+    quantized network (the one to export) and the trial log.
+    """
+    import optuna
+
+    if target not in TARGETS:
+        raise LoihiConvError(f"unknown quantization target {target!r}", f"use one of: {', '.join(sorted(TARGETS))}")
+    if budget is None and trials is None:
+        raise LoihiConvError("the recipe search needs a time budget or a number of trials",
+                             "pass --budget SECONDS or --trials N")
+    t_start = time.perf_counter()
+    fixed = {**TARGETS[target].recipe_fixed, **dict(fixed or {})}
+    base = Recipe(**fixed).replace(calib_timesteps=fixed.get("calib_timesteps", int(timesteps)),
+                                   timesteps=(int(timesteps),))
+    ann = prepare(module, tuple(input_shape))
+    calib = torch.cat(list(data.calibration_batches(dataset, n=base.calib_size, seed=base.seed)))
+    x, y = heldout_data(dataset, base.calib_size, heldout, base.seed)
+    ann_acc = float((forward(ann, x).argmax(1) == y).float().mean())
+    knobs = space(ann, target, fixed)
+    chunks = list(zip(x.tensor_split(CHUNKS), y.tensor_split(CHUNKS)))
+    records: list[TrialRecord] = []
+    best: dict[str, Any] = {}
+
+    def objective(trial) -> float:
+        t0 = time.perf_counter()
+        overrides = _suggest(trial, knobs)
+        try:
+            recipe = base.replace(**overrides)
+            snn = convert(ann, calib, recipe)
+            qnet = quantize(snn, target, int(timesteps), calib=calib)
+        except LoihiConvError as e:  # a combination the target cannot hold: not a candidate
+            records.append(TrialRecord(trial.number, overrides, None, time.perf_counter() - t0, "refused",
+                                       e.problem))
+            raise optuna.TrialPruned() from None
+        correct = seen = 0
+        for k, (xc, yc) in enumerate(chunks):
+            correct += int((torch.as_tensor(emulator_predictions(qnet, xc, int(timesteps))) == yc).sum())
+            seen += len(yc)
+            trial.report(correct / seen, k)
+            if k + 1 < len(chunks) and trial.should_prune():
+                records.append(TrialRecord(trial.number, overrides, correct / seen, time.perf_counter() - t0,
+                                           "pruned"))
+                raise optuna.TrialPruned()
+        acc = correct / seen
+        records.append(TrialRecord(trial.number, overrides, acc, time.perf_counter() - t0, "complete"))
+        if acc > best.get("accuracy", -1.0):
+            best.update(accuracy=acc, recipe=recipe, snn=snn, qnet=qnet)
+        return acc
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():  # group=True is "experimental" in Optuna 5; it is what conditional knobs need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(STARTS) + 2, multivariate=True, group=True)
+    study = optuna.create_study(direction="maximize", sampler=sampler,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
+    for point in _start_points(knobs):
+        study.enqueue_trial(point, skip_if_exists=True)
+    bar = tqdm(total=trials, desc=f"recipe search {target} T={timesteps}", unit="trial", disable=not progress)
+
+    def tick(study, frozen) -> None:
+        bar.update(1)
+        if best:
+            bar.set_postfix(best=f"{100 * best['accuracy']:.2f}%", refresh=False)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, n_trials=trials, timeout=budget, callbacks=[tick], catch=())
+    finally:
+        bar.close()
+    if not best:
+        raise LoihiConvError(f"no recipe the search tried could be quantized for {target!r} "
+                             f"({records[-1].note if records else 'no trial finished within the budget'})",
+                             "raise --budget, or pass --no-search with a recipe the target runs")
+    return SearchResult(best["recipe"], best["qnet"], best["snn"], best["accuracy"], ann_acc, target,
+                        int(timesteps), len(y), time.perf_counter() - t_start, records)
+
+
+def fixed_from(recipe_file: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The knobs a user fixed: every key of a recipe file, then every option given on the
+    command line (None = not given)."""
+    out: dict[str, Any] = {}
+    if recipe_file:
+        out.update(Recipe.from_toml(recipe_file).to_dict())
+    out.update({k: v for k, v in overrides.items() if v is not None})
+    return out
+
+
+__all__ = ["DEFAULT_BUDGET", "SearchResult", "TrialRecord", "describe", "fixed_from", "heldout_data", "search",
+           "space"]
