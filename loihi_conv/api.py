@@ -5,11 +5,13 @@
     snn = api.convert(ref.module, api.calibration_data(ref.dataset, api.Recipe()), api.Recipe())
     res = api.simulate(snn, x, timesteps=(16, 64))          # float SNN
     qnet = api.quantize(snn, "if-soft", timesteps=64, calib=calib)
+    best = api.search_recipe(ref.module, ref.dataset, ref.input_shape, "if-soft", 8, budget=120)  # .recipe, .qnet
     api.save(qnet, "net.net"); results = api.run_lava("net.net", x_int, steps=68)
 """
 from loihi_conv.app.models import resolve as load_model
 from loihi_conv.app.pipeline import calibration_data, evaluate, test_data
 from loihi_conv.app.qat import qrelu_model
+from loihi_conv.app.recipe_search import search as search_recipe
 from loihi_conv.app.zoo import build_model, load_user_model
 from loihi_conv.convert import Recipe, convert
 from loihi_conv.emulate import emulate
@@ -44,4 +46,4 @@ def run_lava(net, x_int, steps: int, hardware: bool = False, probes=None):
 
 __all__ = ["Recipe", "build_model", "calibration_data", "convert", "emulate", "encode", "evaluate", "load",
            "load_model", "load_user_model", "predictions", "qrelu_model", "quantize", "report", "run_lava", "save",
-           "scores", "simulate", "steps_for", "test_data"]
+           "scores", "search_recipe", "simulate", "steps_for", "test_data"]
