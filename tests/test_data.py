@@ -1,7 +1,9 @@
-"""Datasets: real MNIST / Fashion-MNIST from registry packages, sklearn digits, checks, errors."""
+"""Datasets: real MNIST / Fashion-MNIST from registry packages, sklearn digits, .npz files, checks, errors."""
 import gzip
 import hashlib
+import io
 import math
+import zipfile
 
 import numpy as np
 import pytest
@@ -150,3 +152,112 @@ def test_missing_client_is_a_clear_error(monkeypatch, tmp_path, name, tool):
     monkeypatch.setenv("PATH", str(tmp_path))  # no npm / apt-get on PATH
     with pytest.raises(LoihiConvError, match=f"`{tool}` is not installed"):
         data.load_dataset(name)
+
+
+# --------------------------------------------------------------------------- .npz files
+def _npz_arrays(n_train=40, n_test=12, classes=5, seed=0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x_train": rng.random((n_train, 2, 5, 6), dtype=np.float32),
+            "y_train": np.arange(n_train) % classes,
+            "x_test": rng.random((n_test, 2, 5, 6), dtype=np.float32),
+            "y_test": (np.arange(n_test) % classes).astype(np.uint8)}
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_dataset_loads_like_a_builtin(tmp_path, save):
+    arrays = _npz_arrays()
+    arrays["x_test"] = np.asfortranarray(arrays["x_test"].astype(">f8"))  # any float layout and order
+    path = str(tmp_path / "mine.npz")
+    save(path, **arrays)
+    info = data.dataset_info(path)
+    assert info.input_shape == (2, 5, 6) and info.num_classes == 5  # largest training label + 1
+    assert info.classes == ("0", "1", "2", "3", "4") and info.name == path
+    for split in data.SPLITS:
+        x, y = data.load_dataset(path, split)
+        assert x.dtype == torch.float32 and x.shape == arrays[f"x_{split}"].shape and x.is_contiguous()
+        assert y.dtype == torch.int64
+        np.testing.assert_array_equal(x.numpy(), arrays[f"x_{split}"].astype(np.float32))
+        np.testing.assert_array_equal(y.numpy(), arrays[f"y_{split}"])
+    stored = data._npz(path).arrays["x_train"]
+    assert isinstance(stored, np.memmap) == (save is np.savez)  # uncompressed: mapped, not read
+    x, _ = data.load_dataset(path, "train")
+    x += 1  # a copy: the next load is unchanged
+    assert torch.equal(data.load_dataset(path, "train")[0], torch.from_numpy(arrays["x_train"]))
+
+
+def test_npz_calibration_comes_from_the_training_split(tmp_path):
+    path = str(tmp_path / "mine.npz")
+    np.savez(path, **_npz_arrays(n_train=64))
+    calib = torch.cat(list(data.calibration_batches(path, n=32, batch_size=10)))
+    x_tr, _ = data.load_dataset(path, "train")
+    x_te, _ = data.load_dataset(path, "test")
+    train_rows = {row.numpy().tobytes() for row in x_tr}
+    test_rows = {row.numpy().tobytes() for row in x_te}
+    assert len(calib) == 32 and all(row.numpy().tobytes() in train_rows - test_rows for row in calib)
+    with pytest.raises(LoihiConvError, match=f"calibration asks for 65 images but {path} has 64"):
+        next(data.calibration_batches(path, n=65))
+
+
+def test_npz_rewritten_file_is_read_again(tmp_path):
+    path = str(tmp_path / "mine.npz")
+    np.savez(path, **_npz_arrays(classes=5))
+    assert data.dataset_info(path).num_classes == 5
+    np.savez(path, **_npz_arrays(n_train=50, classes=7))
+    assert data.dataset_info(path).num_classes == 7 and len(data.load_dataset(path, "train")[0]) == 50
+    assert sum(1 for key in data._MEMO if key[:2] == ("npz", str((tmp_path / "mine.npz").resolve()))) == 1
+
+
+def test_which_names_are_files():
+    assert not data.is_npz_path("mnist") and not data.is_npz_path("cifar10")
+    assert data.is_npz_path("my.npz") and data.is_npz_path("MY.NPZ") and data.is_npz_path("dir/data")
+    with pytest.raises(LoihiConvError, match="or the path of a .npz file"):
+        data.dataset_info("cifar10")
+    with pytest.raises(LoihiConvError, match="dataset file missing.npz does not exist"):
+        data.load_dataset("missing.npz")
+
+
+class _Boom:
+    """Unpickling this runs print(): what a malicious pickled array could run instead."""
+
+    def __reduce__(self):
+        return (print, ("UNPICKLED",))
+
+
+def test_npz_object_arrays_are_never_unpickled(tmp_path, capsys):
+    for save in (np.savez, np.savez_compressed):
+        arrays = _npz_arrays()
+        arrays["y_test"] = np.array([_Boom()] * 12, dtype=object)
+        path = str(tmp_path / f"{save.__name__}.npz")
+        save(path, **arrays)
+        with pytest.raises(LoihiConvError, match="array y_test in .* holds Python objects") as e:
+            data.load_dataset(path, "train")
+        assert "never loaded" in str(e.value) and "int64" in e.value.fix
+    assert "UNPICKLED" not in capsys.readouterr().out
+
+
+def test_npz_damaged_files(tmp_path):
+    path = tmp_path / "mine.npz"
+    np.savez(path, **_npz_arrays())
+    raw = path.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(LoihiConvError, match="is not a .npz archive .*truncated"):
+        data.dataset_info(str(tmp_path / "cut.npz"))
+    # A member whose .npy header is garbage, inside an intact archive.
+    with zipfile.ZipFile(tmp_path / "badheader.npz", "w") as zf:
+        for key, arr in _npz_arrays().items():
+            zf.writestr(f"{key}.npy", b"not an npy header" if key == "x_test" else _npy_bytes(arr))
+    with pytest.raises(LoihiConvError, match="array x_test in .* is not a readable .npy array"):
+        data.dataset_info(str(tmp_path / "badheader.npz"))
+    # A member shorter than its header says (the archive itself intact).
+    with zipfile.ZipFile(tmp_path / "short.npz", "w") as zf:
+        for key, arr in _npz_arrays().items():
+            zf.writestr(f"{key}.npy", _npy_bytes(arr)[:-8] if key == "x_train" else _npy_bytes(arr))
+    with pytest.raises(LoihiConvError, match="x_train in .* holds 9592 bytes of data, its header declares 9600"):
+        data.dataset_info(str(tmp_path / "short.npz"))
+    assert data.dataset_info(str(path)).num_classes == 5
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()

