@@ -42,6 +42,19 @@ def test_zoo_covers_required_features():
     assert shortcuts == {nn.Identity, nn.Sequential}  # identity and 1x1-conv shortcuts
 
 
+def test_fmnist_cnn_is_three_conv_stages_small_enough_for_lava():
+    model = zoo.build_model("fmnist_cnn").eval()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.kernel_size, c.padding) for c in convs] == [((3, 3), (1, 1))] * 3
+    assert sum(isinstance(m, nn.AvgPool2d) for m in model.modules()) == 3
+    sizes = []  # neurons per sample: every ReLU becomes one population
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.register_forward_hook(lambda mod, inp, out: sizes.append(out[0].numel()))
+    model(torch.rand(1, 1, 28, 28))
+    assert sizes == [32 * 28 * 28, 64 * 14 * 14, 128 * 7 * 7, 128] and sum(sizes) < 50_000
+
+
 def test_build_model_is_seeded_and_leaves_global_rng_alone():
     torch.manual_seed(123)
     before = torch.rand(1)

@@ -78,6 +78,29 @@ class FashionVGG(nn.Module):
         return self.classifier(self.features(x))
 
 
+class FashionCNN(nn.Module):
+    """3 x [conv3-BN-ReLU, avgpool2] (32, 64, 128 channels; 28 -> 14 -> 7 -> 3) -> FC128 -> FC10.
+
+    One conv per stage keeps it at about 44k neurons (the VGG has about 75k), so Lava's CPU
+    simulator runs it in seconds per image.
+    """
+
+    def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), hidden: int = 128):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.features = nn.Sequential(
+            *_conv_bn_relu(1, w1), nn.AvgPool2d(2),   # 28 -> 14
+            *_conv_bn_relu(w1, w2), nn.AvgPool2d(2),  # 14 -> 7
+            *_conv_bn_relu(w2, w3), nn.AvgPool2d(2),  # 7 -> 3 (the last row and column dropped)
+            nn.Flatten(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(w3 * 3 * 3, hidden), nn.ReLU(), nn.Dropout(0.3), nn.Linear(hidden, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``.
 
@@ -153,6 +176,9 @@ ZOO: dict[str, ZooEntry] = {
                                   TrainConfig(epochs=6, batch_size=128, lr=2e-3)),
     "fmnist_vgg": ZooEntry(FashionVGG, "fashion-mnist",
                            TrainConfig(epochs=7, batch_size=128, lr=2e-3, weight_decay=5e-4,
+                                       augment="flip")),
+    "fmnist_cnn": ZooEntry(FashionCNN, "fashion-mnist",
+                           TrainConfig(epochs=8, batch_size=128, lr=2e-3, weight_decay=5e-4,
                                        augment="flip")),
     "fmnist_resnet": ZooEntry(FashionResNet, "fashion-mnist",
                               TrainConfig(epochs=6, batch_size=128, lr=3e-3, weight_decay=5e-4,
