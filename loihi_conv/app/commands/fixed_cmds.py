@@ -35,7 +35,7 @@ def _dataset_of(qnet, dataset: str | None, net: str) -> str:
     ds = dataset or qnet.meta.get("dataset")
     if not isinstance(ds, str):  # None, or whatever a foreign file's meta holds
         raise LoihiConvError("the file does not say which dataset it was made for",
-                             "pass --dataset mnist|fashion-mnist|digits")
+                             "pass --dataset mnist|fashion-mnist|digits or a .npz file (x_train, y_train, x_test, y_test)")
     image = tuple(dataset_info(ds).input_shape)
     if image != tuple(qnet.input.shape):
         made_for = qnet.meta.get("dataset")
@@ -160,7 +160,7 @@ def _read_npy(path: str) -> np.ndarray:
 
 @main.command("run-lava")
 @click.argument("net", type=click.Path(dir_okay=False))
-@click.option("--dataset", "-d", default=None, help="Test set (default: the one the file was made for).")
+@click.option("--dataset", "-d", default=None, help="Test set: a dataset name or a .npz file (default: the one the file was made for).")
 @click.option("--samples", "-n", type=int, default=20, show_default=True)
 @click.option("--timesteps", "-T", type=int, default=None, help="Readout window (default: the file's).")
 @click.option("--hardware", is_flag=True, help="Run on Loihi 2 via Loihi2HwCfg (needs lava-loihi, INRC).")
@@ -210,7 +210,7 @@ def _timesteps_of(qnet, timesteps: int | None) -> int:
 
 @main.command()
 @click.argument("net", type=click.Path(dir_okay=False))
-@click.option("--dataset", "-d", default=None, help="Test set (default: the one the file was made for).")
+@click.option("--dataset", "-d", default=None, help="Test set: a dataset name or a .npz file (default: the one the file was made for).")
 @click.option("--samples", "-n", type=int, default=5, show_default=True)
 @click.option("--timesteps", "-T", type=int, default=None, help="Readout window (default: the file's).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)

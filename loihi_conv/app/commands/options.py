@@ -14,7 +14,7 @@ def model_options(fn):
     @click.option("--weights", type=click.Path(dir_okay=False), default=None,
                   help="State dict (.pt) for a user model; loaded with weights_only=True.")
     @click.option("--dataset", "-d", default=None,
-                  help="mnist | fashion-mnist | digits (zoo models know theirs).")
+                  help="mnist | fashion-mnist | digits | path/to/data.npz (zoo models know theirs).")
     @functools.wraps(fn)
     def wrapper(*a, **k):
         return fn(*a, **k)
