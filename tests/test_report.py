@@ -14,10 +14,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from loihi_conv.app import models, pipeline
+from loihi_conv.app import models, pipeline, plots
 from loihi_conv.app import report as rep
 from loihi_conv.app.cli import main
+from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.convert import Recipe
+from loihi_conv.emulate import emulator_predictions
+from loihi_conv.fixed.decode import steps_for
+from loihi_conv.fixed.quantize import TARGETS
 
 MODEL, SAMPLES, TS = "digits_cnn", 60, (4, 16)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -54,6 +58,13 @@ def test_channel_mean_layouts():
     assert rep.channel_mean(np.array([[1.0, 3.0], [3.0, 5.0]])).tolist() == [2.0, 4.0]
 
 
+def test_pareto_by_hand():
+    # (steps, accuracy): (7, .9) is beaten by (7, .95); (11, .95) by (7, .95); (11, .97) and the tie stay
+    steps, acc = [7, 7, 11, 11, 15, 15], [0.9, 0.95, 0.95, 0.97, 0.97, 0.99]
+    assert rep.pareto(steps, acc) == [False, True, False, True, False, True]
+    assert rep.pareto([5, 5], [0.5, 0.5]) == [True, True] and rep.pareto([], []) == []
+
+
 # ---- collected numbers ----------------------------------------------------------------------------
 def test_accuracies_match_evaluate_and_emulator(data):
     ref = models.resolve(MODEL, progress=False)
@@ -66,6 +77,67 @@ def test_accuracies_match_evaluate_and_emulator(data):
     acc, _ = pipeline.emulator_accuracy(qnet, ref.dataset, 16, SAMPLES)
     assert data.emulator_accuracy[16] == pytest.approx(acc)
     assert data.steps_run == 16 + qnet.depth
+
+
+def test_frontier_every_target_and_t_matches_emulator(data):
+    fr = data.frontier
+    assert fr["targets"] == list(TARGETS) and fr["refused"] == {}  # default: every registered target
+    assert [(p["target"], p["T"]) for p in fr["points"]] == [(t, T) for t in TARGETS for T in TS]
+    ref = models.resolve(MODEL, progress=False)
+    snn, _ = pipeline.convert_model(ref, Recipe())
+    x, y = pipeline.test_data(ref.dataset, SAMPLES)
+    for p in fr["points"]:
+        qnet = pipeline.quantize_snn(snn, ref, Recipe(), p["target"], p["T"])
+        assert p["steps"] == steps_for(qnet, p["T"]) == p["T"] + qnet.depth
+        assert p["accuracy"] == float((emulator_predictions(qnet, x, p["T"]) == y.numpy()).mean())
+        assert p["seconds"] > 0
+        if p["target"] == data.target:  # the emulator curve's own points
+            assert p["accuracy"] == data.emulator_accuracy[p["T"]]
+    best = rep.pareto([p["steps"] for p in fr["points"]], [p["accuracy"] for p in fr["points"]])
+    assert [p["pareto"] for p in fr["points"]] == best and any(best)
+    assert [line.split(":")[0] for line in rep.frontier_summary(data)] == list(TARGETS)
+
+
+def test_frontier_refused_target_and_no_double_quantization(monkeypatch):
+    asked = []
+    quantize = pipeline.quantize_snn
+
+    def counting(snn, ref, recipe, target, timesteps, **kw):
+        asked.append((target, timesteps))
+        return quantize(snn, ref, recipe, target, timesteps, **kw)
+
+    monkeypatch.setattr(pipeline, "quantize_snn", counting)
+    # a spike-count readout: sdnn sends no spikes, so its quantizer refuses the network
+    d = rep.collect(MODEL, "if-soft", (4, 8), samples=20, lava_samples=0, recipe=Recipe(output="spikes"),
+                    frontier_targets=("sdnn", "if-soft", "cuba"))
+    assert len(asked) == len(set(asked))  # every (target, T) quantized once, the curve's points reused
+    assert set(asked) == {("if-soft", 4), ("if-soft", 8), ("sdnn", 4), ("cuba", 4), ("cuba", 8)}
+    fr = d.frontier
+    assert fr["targets"] == ["sdnn", "if-soft", "cuba"] and set(fr["refused"]) == {"sdnn"}
+    assert fr["refused"]["sdnn"]["T"] == 4 and "output='spikes'" in fr["refused"]["sdnn"]["reason"]
+    assert "\n" not in fr["refused"]["sdnn"]["reason"]
+    assert [(p["target"], p["T"]) for p in fr["points"]] == [("if-soft", 4), ("if-soft", 8), ("cuba", 4), ("cuba", 8)]
+    assert "sdnn: refused at T=4: " in rep.frontier_summary(d)[0]
+    none = rep.collect(MODEL, "if-soft", (4,), samples=10, lava_samples=0, frontier_targets=())
+    assert none.frontier == {"targets": [], "points": [], "refused": {}} and "frontier" not in none.seconds
+    with pytest.raises(LoihiConvError, match="unknown target.*loihi3"):
+        rep.collect(MODEL, "if-soft", (4,), samples=10, lava_samples=0, frontier_targets=("cuba", "loihi3"))
+
+
+def test_frontier_figure_with_refused_target(data, tmp_path):
+    refused = {"sdnn": {"T": 4, "reason": "why"}}
+    d = rep.ReportData(**{**data.__dict__, "frontier": {**data.frontier, "refused": refused}})
+    sec = next(s for s in rep.sections(d) if s.title == "Accuracy-latency frontier")
+    assert "Refused: **sdnn** (at T=4): why" in sec.text and sec.figure == "frontier"
+    assert len(sec.table[1]) == len(data.frontier["points"])
+    lines = {t: [(p["T"], p["steps"], p["accuracy"]) for p in pts] for t, pts in rep.frontier_lines(d.frontier).items()}
+    fig = plots.accuracy_vs_steps(lines, d.ann_accuracy, "t", 5, [(7, 1.0)], {"sdnn": "refused at T=4"})
+    png = plots.save(fig, tmp_path, "frontier")["png"]
+    assert png.read_bytes().startswith(PNG_MAGIC) and matplotlib.image.imread(png).shape[1] > 300
+    # every target refused: the section says why and has no figure
+    d.frontier = {"targets": ["sdnn"], "points": [], "refused": refused}
+    sec = next(s for s in rep.sections(d) if s.title == "Accuracy-latency frontier")
+    assert sec.figure is None and sec.table[1] == []
 
 
 def test_layers_errors_rates_agreement(data):
@@ -102,7 +174,7 @@ def test_raster_record(data):
 def test_write_report_files(data, tmp_path, fmt):
     paths = rep.write(data, tmp_path, fmt)
     page = paths["report"].read_text()
-    for name in ("accuracy", "layer_error", "firing_rates", "raster", "agreement"):
+    for name in ("accuracy", "frontier", "layer_error", "firing_rates", "raster", "agreement"):
         png, svg = paths[f"{name}_png"], paths[f"{name}_svg"]
         raw = png.read_bytes()
         assert raw.startswith(PNG_MAGIC) and len(raw) > 5000
@@ -115,15 +187,30 @@ def test_write_report_files(data, tmp_path, fmt):
     assert js["snn_accuracy"]["16"] == data.snn_accuracy[16]
     assert f"{100 * data.snn_accuracy[16]:.2f}%" in page and f"{100 * data.ann_accuracy:.2f}%" in page
     assert ("<table>" in page) == (fmt == "html")
+    assert "Accuracy-latency frontier" in page and js["frontier"] == data.to_dict()["frontier"]
+    for p in data.frontier["points"]:  # one table row per point, same numbers as the figure
+        assert f"{p['steps']}" in page and f"{100 * p['accuracy']:.2f}%" in page
 
 
 def test_cli_report_and_bad_input(tmp_path):
     runner = CliRunner(mix_stderr=False)
     res = runner.invoke(main, ["-q", "report", "--model", MODEL, "-n", "20", "-T", "8", "--lava-samples", "0",
-                               "--no-emulator-curve", "--out", str(tmp_path / "r"), "--json", str(tmp_path / "r.json")])
+                               "--no-emulator-curve", "--frontier-targets", "none",
+                               "--out", str(tmp_path / "r"), "--json", str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.stderr
     js = json.loads((tmp_path / "r.json").read_text())
     assert js["samples"] == 20 and list(js["emulator_accuracy"]) == ["8"] and js["detail_t"] == 8
+    assert js["frontier"] == {"targets": [], "points": [], "refused": {}}
+    res = runner.invoke(main, ["report", "--model", MODEL, "-n", "20", "-T", "4,8", "--lava-samples", "0",
+                               "--no-emulator-curve", "--frontier-targets", "cuba", "--out", str(tmp_path / "f"),
+                               "--json", str(tmp_path / "f.json")])
+    assert res.exit_code == 0, res.stderr
+    js = json.loads((tmp_path / "f.json").read_text())
+    assert [(p["target"], p["T"]) for p in js["frontier"]["points"]] == [("cuba", 4), ("cuba", 8)]
+    line = next(ln for ln in res.stdout.splitlines() if ln.strip().startswith("cuba:"))
+    assert all(f"T={p['T']} ({p['steps']} steps) {100 * p['accuracy']:.2f}%" in line for p in js["frontier"]["points"])
+    bad = runner.invoke(main, ["report", "--model", MODEL, "--frontier-targets", "cuba,nope", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "nope" in bad.stderr
     assert (tmp_path / "r" / "report.md").is_file() and (tmp_path / "r" / "figures" / "raster.png").is_file()
     bad = runner.invoke(main, ["report", "--model", MODEL, "-n", "3", "--lava-samples", "5", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "--lava-samples" in bad.stderr

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # files only; a notebook shows the saved PNGs
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
 
 FORMATS = ("png", "svg")
 # One colour per backend, used the same way in every figure.
@@ -69,6 +69,56 @@ def accuracy_vs_t(curves: Mapping[str, Mapping[int, float]], ann: float | None =
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title + (f" ({samples} test images)" if samples else ""), fontsize=10)
+    return fig
+
+
+# ---- accuracy vs steps run (the accuracy-latency frontier) ------------------------------------------
+def accuracy_vs_steps(lines: Mapping[str, Sequence[tuple[int, int, float]]], ann: float | None = None,
+                      title: str = "", samples: int | None = None,
+                      pareto: Sequence[tuple[int, float]] = (), refused: Mapping[str, str] | None = None) -> Figure:
+    """Top-1 accuracy (%) against the steps a run takes (T + depth; log2 axis), one line per target
+    (``lines[target] = [(T, steps, accuracy in [0, 1]), ...]``), a marker at each T labelled
+    "T=..." below the lowest marker at that step count; the ANN as a dashed horizontal line;
+    ``pareto``: (steps, accuracy) points optimal over all targets, ringed; ``refused[target]``:
+    a target that could not run, listed in the legend with its note."""
+    fig = _figure(6.8, 4.4)
+    ax = fig.add_subplot()
+    lowest: dict[tuple[int, int], float] = {}  # (steps, T) -> lowest accuracy (%) drawn there
+    for i, (label, pts) in enumerate(lines.items()):
+        pts = sorted((int(t), int(s), 100 * float(a)) for t, s, a in pts)
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", ms=5, label=label, color=f"C{i % 10}")
+        for t, s, a in pts:
+            lowest[s, t] = min(a, lowest.get((s, t), a))
+    for (s, t), a in lowest.items():
+        ax.annotate(f"T={t}", (s, a), textcoords="offset points", xytext=(0, -13), ha="center", fontsize=7,
+                    color="#555555")
+    if pareto:
+        ax.plot([int(s) for s, _ in pareto], [100 * float(a) for _, a in pareto], ls="none", marker="o", ms=11,
+                mfc="none", mec="#222222", mew=0.9, label="Pareto-optimal (all targets)")
+    for label, note in (refused or {}).items():
+        ax.plot([], [], ls="none", label=f"{label}: {note}")  # legend text only
+    if ann is not None:
+        ax.axhline(100 * ann, color=COLORS["ANN"], ls="--", lw=1.2, label=f"ANN {100 * ann:.2f}%")
+    ax.set_xscale("log", base=2)
+    ticks: list[int] = []
+    for s in sorted({s for s, _ in lowest}):  # every step count, unless it would crowd the previous label
+        if not ticks or np.log2(s / ticks[-1]) >= 0.15:
+            ticks.append(s)
+    if ticks:
+        ax.set_xticks(ticks, [str(s) for s in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+        lo, hi = min(s for s, _ in lowest), max(s for s, _ in lowest)
+        ax.set_xlim(lo / 2 ** 0.3, hi * 2 ** 0.3)
+    if lowest:  # room below the lowest marker for its T label
+        drawn = [a for line in lines.values() for _, _, a in line] + ([ann] if ann is not None else [])
+        lo, hi = 100 * min(drawn), 100 * max(drawn)
+        span = max(hi - lo, 1.0)
+        ax.set_ylim(lo - 0.18 * span, hi + 0.08 * span)
+    ax.set_xlabel("steps run (T + network depth): what a user waits for")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
     ax.set_title(title + (f" ({samples} test images)" if samples else ""), fontsize=10)
     return fig
 
@@ -231,4 +281,4 @@ def agreement(corr: Mapping[str, Mapping[str, float]], title: str = "") -> Figur
     return fig
 
 
-__all__ = ["save", "accuracy_vs_t", "layer_error", "layer_error_compare", "firing_rates", "raster", "agreement", "FORMATS", "COLORS"]
+__all__ = ["save", "accuracy_vs_t", "accuracy_vs_steps", "layer_error", "layer_error_compare", "firing_rates", "raster", "agreement", "FORMATS", "COLORS"]

@@ -9,6 +9,12 @@ Definitions (all on the first ``samples`` test images):
 * accuracy: ANN (``ops.forward``), float SNN (``simulate``) at every T, and the emulator on the
   network quantized for that T (``pipeline.quantize_snn`` + ``readout.emulator_predictions``),
   i.e. what ``loihi-conv convert -T T`` would give;
+* accuracy-latency frontier: the same emulator accuracy for every target of ``frontier_targets``
+  at every T, against the steps a run takes (``decode.steps_for``: T + depth, the input needs
+  depth steps to reach the output), with the wall seconds quantizing and emulating took; a point
+  is Pareto-optimal when no other point (any target) is at least as accurate in at most as many
+  steps and better in one of the two. A target whose quantizer refuses the network is recorded
+  with the reason and skipped. Points of the report's own target are the emulator curve's;
 * relative activation error of layer l, channel c, at the detail window T (Li et al.,
   parameter-calibration paper, Fig. 2/5): ``||x_c - s_c||^2 / ||x_c||^2`` over samples and
   positions, x the ANN ReLU output, s the SNN estimate ``rate * threshold``
@@ -28,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import singledispatch
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +70,9 @@ class ReportData:
     resources: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    # {"targets": [asked, in order], "points": [{"target", "T", "steps", "accuracy", "seconds", "pareto"}],
+    #  "refused": {target: {"T": T, "reason": one line}}}; empty lists/dict when skipped
+    frontier: dict[str, Any] = field(default_factory=lambda: {"targets": [], "points": [], "refused": {}})
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=_json_default))
@@ -103,6 +112,13 @@ def channel_mean(a: np.ndarray) -> np.ndarray:
     """(N, C, ...) -> (C,) mean over samples and positions."""
     a = np.asarray(a, dtype=np.float64)
     return a.reshape(a.shape[0], a.shape[1], -1).mean(axis=(0, 2)) if a.ndim > 2 else a.mean(axis=0)
+
+
+def pareto(steps: Sequence[int], accuracy: Sequence[float]) -> list[bool]:
+    """Per point: True unless another point has ``steps <=`` and ``accuracy >=`` with one strict
+    (equal points are both optimal)."""
+    pts = list(zip(steps, accuracy))
+    return [not any(s2 <= s and a2 >= a and (s2 < s or a2 > a) for s2, a2 in pts) for s, a in pts]
 
 
 def block_levels(qnet: qir.QNetwork) -> dict[str, int]:
@@ -183,17 +199,21 @@ def collect(model: str = "mnist_cnn", target: str = "if-soft", timesteps: tuple[
             detail_t: int | None = None, samples: int = 100, lava_samples: int = 2,
             recipe: Recipe | None = None, weights: str | None = None, dataset: str | None = None,
             emulator_curve: bool = True, raster_neurons: int = 24,
+            frontier_targets: Sequence[str] | None = None,
             progress: Progress | None = None) -> ReportData:
     """Run the report's measurements (module doc) for ``model`` on ``samples`` test images.
 
     ``timesteps``: readout windows for the accuracy curves; ``detail_t`` (default: the largest)
     the window for errors, rates, raster and the Lava run (``lava_samples`` images; 0 skips
-    Lava); ``emulator_curve=False`` quantizes and emulates at ``detail_t`` only.
+    Lava); ``emulator_curve=False`` quantizes and emulates ``target`` at ``detail_t`` only (and
+    at the other T only if the frontier measures ``target``). ``frontier_targets``: targets of the
+    accuracy-latency frontier at every T (None: every registered target; empty: no frontier).
     """
     from loihi_conv.app import models, pipeline
     from loihi_conv.app.resources import inspect_network
-    from loihi_conv.emulate import emulate, emulator_predictions
+    from loihi_conv.emulate import emulate
     from loihi_conv.fixed.decode import encode, predictions, steps_for
+    from loihi_conv.fixed.quantize import TARGETS
     from loihi_conv.frontend.ops import forward
     from loihi_conv.frontend.prepare import prepare
     from loihi_conv.snn.simulate import simulate
@@ -209,6 +229,11 @@ def collect(model: str = "mnist_cnn", target: str = "if-soft", timesteps: tuple[
     if lava_samples < 0 or lava_samples > samples:
         raise LoihiConvError(f"--lava-samples {lava_samples} must be between 0 and --samples {samples}",
                              "pass e.g. --lava-samples 2")
+    f_targets = list(TARGETS) if frontier_targets is None else list(dict.fromkeys(frontier_targets))
+    unknown = [t for t in f_targets if t not in TARGETS]
+    if unknown:
+        raise LoihiConvError(f"--frontier-targets: unknown target(s) {', '.join(unknown)}",
+                             f"use some of {', '.join(TARGETS)} (comma-separated), or none")
     secs: dict[str, float] = {}
     clock = time.perf_counter
 
@@ -232,20 +257,41 @@ def collect(model: str = "mnist_cnn", target: str = "if-soft", timesteps: tuple[
 
     say(f"quantize for {target} and emulate")
     t0 = clock()
-    emu_acc = {}
+    points: dict[tuple[str, int], dict] = {}  # (target, T) -> frontier point; each measured once
     for T in (ts if emulator_curve else []):
         if T != detail_t:
-            q = pipeline.quantize_snn(snn, ref, recipe, target, T)
-            emu_acc[T] = float((emulator_predictions(q, x, T) == y.numpy()).mean())
+            points[target, T] = _emulator_point(snn, ref, recipe, target, T, x, y)
+    t1 = clock()
     qnet = pipeline.quantize_snn(snn, ref, recipe, target, detail_t)
     steps = steps_for(qnet, detail_t)
     x_int = encode(qnet, x)
     emu = emulate(qnet, x_int, steps)
     emu_pred = predictions(qnet, emu)
     if detail_t in ts:
-        emu_acc[detail_t] = float((emu_pred == y.numpy()).mean())
-    emu_acc = dict(sorted(emu_acc.items()))
+        points[target, detail_t] = _point(target, detail_t, steps, float((emu_pred == y.numpy()).mean()),
+                                          clock() - t1)
     secs["quantize+emulate"] = clock() - t0
+
+    t0 = clock()
+    refused: dict[str, dict] = {}
+    for tg in f_targets:
+        for T in ts:
+            if (tg, T) in points:
+                continue
+            say(f"frontier: {tg} at T={T}")
+            try:
+                points[tg, T] = _emulator_point(snn, ref, recipe, tg, T, x, y)
+            except LoihiConvError as e:  # this target cannot run the network: say why, go on
+                refused[tg] = {"T": T, "reason": " ".join(e.problem.split())}
+                break
+    if f_targets:
+        secs["frontier"] = clock() - t0
+    emu_acc = {T: p["accuracy"] for (tg, T), p in sorted(points.items(), key=lambda kv: kv[0][1])
+               if tg == target}
+    front = [points[tg, T] for tg in f_targets for T in ts if (tg, T) in points]
+    for p, best in zip(front, pareto([p["steps"] for p in front], [p["accuracy"] for p in front])):
+        p["pareto"] = best
+    frontier = {"targets": f_targets, "points": front, "refused": refused}
 
     levels = block_levels(qnet)
     names = [n for n in acts if n in emu.spike_counts]  # spiking layers present in both
@@ -284,7 +330,47 @@ def collect(model: str = "mnist_cnn", target: str = "if-soft", timesteps: tuple[
                       {"totals": resources["totals"], "warnings": resources["warnings"],
                        "layers": [{k: lr[k] for k in ("name", "kind", "shape", "neuron", "synapse_count",
                                                       "memory_bytes", "cores")} for lr in resources["layers"]]},
-                      secs, versions)
+                      secs, versions, frontier)
+
+
+def _point(target: str, T: int, steps: int, accuracy: float, seconds: float) -> dict:
+    return {"target": target, "T": int(T), "steps": int(steps), "accuracy": accuracy, "seconds": seconds}
+
+
+def _emulator_point(snn, ref, recipe: Recipe, target: str, T: int, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Quantize ``snn`` for ``target`` at T, as ``loihi-conv convert -T T`` would, and score the
+    emulator on (x, y); the frontier point, timed (quantize + emulate)."""
+    from loihi_conv.app import pipeline
+    from loihi_conv.emulate import emulator_predictions
+    from loihi_conv.fixed.decode import steps_for
+
+    t0 = time.perf_counter()
+    q = pipeline.quantize_snn(snn, ref, recipe, target, T)
+    acc = float((emulator_predictions(q, x, T) == y.numpy()).mean())
+    return _point(target, T, steps_for(q, T), acc, time.perf_counter() - t0)
+
+
+def frontier_lines(frontier: dict) -> dict[str, list[dict]]:
+    """The frontier's points grouped per target (asked order, refused targets without points
+    left out), each list in T order."""
+    out: dict[str, list[dict]] = {}
+    for p in frontier["points"]:
+        out.setdefault(p["target"], []).append(p)
+    return {t: sorted(out[t], key=lambda p: p["T"]) for t in frontier["targets"] if t in out}
+
+
+def frontier_summary(data: ReportData) -> list[str]:
+    """One line per frontier target: accuracy at each T with the steps run, or why it was refused."""
+    lines = []
+    fr = data.frontier
+    by_target = frontier_lines(fr)
+    for t in fr["targets"]:
+        parts = [f"T={p['T']} ({p['steps']} steps) {_pct(p['accuracy'])}" for p in by_target.get(t, [])]
+        if t in fr["refused"]:
+            parts.append(f"refused at T={fr['refused'][t]['T']}: {fr['refused'][t]['reason']}")
+        secs = sum(p["seconds"] for p in by_target.get(t, []))
+        lines.append(f"{t}: " + ", ".join(parts) + (f" [{secs:.1f} s]" if t in by_target else ""))
+    return lines
 
 
 def _spread(counts: np.ndarray, k: int) -> np.ndarray:
@@ -372,6 +458,13 @@ def draw(data: ReportData, fig_dir: Path) -> dict[str, dict[str, Path]]:
                                       for p, v in data.agreement.items()},
                                      f"{title}: spike-count agreement per layer, T={data.detail_t}"),
     }
+    fr = data.frontier
+    if fr["points"]:
+        figs["frontier"] = plots.accuracy_vs_steps(
+            {t: [(p["T"], p["steps"], p["accuracy"]) for p in pts] for t, pts in frontier_lines(fr).items()},
+            data.ann_accuracy, f"{data.model}: emulator accuracy vs steps run, per target", data.samples,
+            [(p["steps"], p["accuracy"]) for p in fr["points"] if p["pareto"]],
+            {t: f"refused at T={r['T']}" for t, r in fr["refused"].items()})
     return {name: plots.save(fig, fig_dir, name) for name, fig in figs.items()}
 
 
@@ -390,6 +483,20 @@ def sections(data: ReportData) -> list[Section]:
         f"ANN: {_pct(data.ann_accuracy)}. Float SNN from one simulation; emulator on the network quantized "
         f"for each T ({data.target}), as `loihi-conv convert -T T` would produce it."],
         (["T", "float SNN", "emulator", "ANN - SNN (points)"], rows), "accuracy"))
+    fr = data.frontier
+    if fr["targets"]:
+        rows = [[t, str(p["T"]), str(p["steps"]), _pct(p["accuracy"]),
+                 _num(100 * (data.ann_accuracy - p["accuracy"]), "{:.2f}"), "yes" if p["pareto"] else "",
+                 _num(p["seconds"], "{:.2f}")] for t, pts in frontier_lines(fr).items() for p in pts]
+        text = [f"Emulator accuracy of the network quantized for each target at each T (as `loihi-conv convert "
+                f"--target TARGET -T T` makes it) against the steps a run takes: T + the network's depth, since the "
+                f"input needs one step per synapse hop to reach the output. ANN: {_pct(data.ann_accuracy)}. "
+                "Pareto: no other point is as accurate in as few steps. Seconds: quantize + emulate "
+                f"{_images(data.samples)} on this machine."]
+        text += [f"Refused: **{t}** (at T={r['T']}): {r['reason']}" for t, r in fr["refused"].items()]
+        out.append(Section("Accuracy-latency frontier", text,
+                           (["target", "T", "steps run", "emulator", "ANN - emulator (points)", "Pareto", "seconds"],
+                            rows), "frontier" if fr["points"] else None))
     rows = []
     for n, e in data.layer_error.items():
         e = np.asarray(e)
@@ -504,5 +611,6 @@ def write(data: ReportData, out_dir: str | Path, fmt: str = "md") -> dict[str, P
     return paths
 
 
-__all__ = ["ReportData", "Section", "collect", "write", "draw", "sections", "pearson",
+__all__ = ["ReportData", "Section", "collect", "write", "draw", "sections", "pearson", "pareto",
+           "frontier_lines", "frontier_summary",
            "channel_relative_error", "channel_mean", "lava_counts", "trace_spec", "block_levels"]
