@@ -44,8 +44,9 @@ from loihi_conv.snn.pooling import POOLING_SCHEMES
 DEFAULT_BUDGET = 240.0  # seconds; the issue's bound is 5 minutes per (model, target, T)
 DEFAULT_HELDOUT = 1000
 CHUNKS = 4  # held-out images are scored in this many chunks; the pruner looks after each
-# Starting points, tried first (in this order) as far as the space allows (knobs it lacks are
-# dropped, knobs a point does not name take the Recipe default): the defaults; the calibration
+# Starting points, tried first (in this order, after the target's own, ``register_target(starts=)``)
+# as far as the space allows (knobs it lacks are dropped, knobs a point does not name take the
+# Recipe default): the defaults; the calibration
 # paper's recipe (MMSE thresholds, ClipRound, LCP + ACP); that with multi-bit spikes and
 # voltage clamping (the best T=8 recipe of benchmarks/results/low_latency.md); the RetinaNet
 # paper's unbiased quantization with clamping.
@@ -163,9 +164,10 @@ def _suggest(trial, knobs) -> dict[str, Any]:
     return out
 
 
-def _start_points(knobs) -> list[dict[str, Any]]:
-    """``STARTS`` in the space: a value the space cannot take, or a knob a start does not name,
-    becomes the Recipe default (the first choice where the default is not one)."""
+def _start_points(knobs, target: str) -> list[dict[str, Any]]:
+    """The defaults, the target's own ``starts``, then ``STARTS``, in the space: a value the space
+    cannot take, or a knob a start does not name, becomes the Recipe default (the first choice
+    where the default is not one)."""
     defaults = Recipe().to_dict()
 
     def value(name: str, dom: Choice, start: dict[str, Any]) -> Any:
@@ -175,7 +177,7 @@ def _start_points(knobs) -> list[dict[str, Any]]:
         return dom.values[0]
 
     points = []
-    for start in STARTS:
+    for start in (STARTS[0], *TARGETS[target].starts, *STARTS[1:]):
         point = {n: value(n, dom, start) for n, dom, _ in knobs}
         if point not in points:
             points.append(point)
@@ -242,10 +244,11 @@ def search(module: torch.nn.Module, dataset: str, input_shape: tuple[int, ...], 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():  # group=True is "experimental" in Optuna 5; it is what conditional knobs need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(STARTS) + 2, multivariate=True, group=True)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(STARTS) + 3, multivariate=True,
+                                             group=True)
     study = optuna.create_study(direction="maximize", sampler=sampler,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
-    for point in _start_points(knobs):
+    for point in _start_points(knobs, target):
         study.enqueue_trial(point, skip_if_exists=True)
     bar = tqdm(total=trials, desc=f"recipe search {target} T={timesteps}", unit="trial", disable=not progress)
 

@@ -104,7 +104,7 @@ class MMSENormalizer(Normalizer):
 
     options = ("granularity", "calib_timesteps", "mmse_rounding", "mmse_samples")
     key = "samples"
-    knobs = {**Normalizer.knobs, "mmse_rounding": Choice(("round", "floor"))}
+    knobs = {**Normalizer.knobs, "mmse_rounding": Choice(("round", "floor", "zero"))}  # zero: reset-to-zero neurons
 
     def __init__(self, granularity: str = "channel", calib_timesteps: int = 32, mmse_rounding: str = "round",
                  mmse_samples: int = 256):

@@ -37,20 +37,22 @@ TARGETS: dict[str, Callable[["Context"], qir.QNetwork]] = {}
 
 
 def register_target(name: str, spiking: bool = False, neuron_models: tuple[str, ...] = (),
-                    recipe_knobs: tuple[str, ...] = (), recipe_fixed: dict | None = None):
+                    recipe_knobs: tuple[str, ...] = (), recipe_fixed: dict | None = None,
+                    starts: tuple[dict, ...] = ()):
     """Decorator: make ``fn(ctx) -> QNetwork`` the quantization target ``name``.
 
     ``spiking``: its blocks send spikes in threshold units and it ends in an Accumulator, so it
     runs the spiking readouts and a qir.SpikePool stage can pool its messages (sdnn's messages
     are changes of an activation: a max of them means nothing). For the recipe search: the
     float ``neuron_models`` it can run, the conversion-method ``recipe_knobs`` whose effect it
-    keeps (a method whose result the target drops is not worth a trial), and the recipe values
-    it needs (``recipe_fixed``)."""
+    keeps (a method whose result the target drops is not worth a trial), the recipe values it
+    needs (``recipe_fixed``) and recipes known to suit it, tried early (``starts``)."""
     def deco(fn):
         fn.spiking = spiking
         fn.neuron_models = tuple(neuron_models)
         fn.recipe_knobs = tuple(recipe_knobs)
         fn.recipe_fixed = dict(recipe_fixed or {})
+        fn.starts = tuple(starts)
         TARGETS[name] = fn
         return fn
     return deco

@@ -111,9 +111,13 @@ def _threshold_error(data, weights, sigma: torch.Tensor, keep: torch.Tensor) -> 
     return float((sigma[ok] / (num[ok] / den[ok]) - 1).abs().max())
 
 
-# CUBA starts at v = 0 (v_init, ACP's v(0) dropped) and has no step counter (no clamping).
+# CUBA starts at v = 0 (v_init, ACP's v(0) dropped) and has no step counter (no clamping). Its
+# neuron resets to zero, so the float model it runs exactly is if-zero, with MMSE thresholds for
+# the reset-to-zero rate curve and LCP biases calibrated on that model.
 @register_target("cuba", spiking=True, neuron_models=("if-zero", "if-soft"),
-                 recipe_knobs=("clip_round", "lcp", "max_pool"))
+                 recipe_knobs=("clip_round", "lcp", "max_pool"),
+                 starts=({"neuron_model": "if-zero", "normalizer": "mmse", "mmse_rounding": "zero",
+                          "clip_round": True, "lcp": True},))
 def quantize_cuba(ctx: Context) -> qir.QNetwork:
     """SNN IR -> CUBA blocks + Accumulator (docs/targets.md, "cuba")."""
     return quantize_spiking(ctx, CubaRule())
