@@ -173,7 +173,7 @@ def _bias_whc(block: qir.Block) -> np.ndarray | None:
 
 
 def _lif(neuron, block: qir.Block):
-    """Cuba/Accumulator -> Lava LIF exactly as netx maps CUBA: du = iDecay-1 (Lava adds 1)."""
+    """Cuba/Readout -> Lava LIF exactly as netx maps CUBA: du = iDecay-1 (Lava adds 1)."""
     from lava.proc.lif.process import LIF
 
     bias = _bias_whc(block)
@@ -217,7 +217,7 @@ def _sigma(neuron: qir.Sigma, block: qir.Block):
     return Sigma(shape=_whc(block.shape))
 
 
-NEURON_BUILDERS = {qir.Cuba: _lif, qir.Accumulator: _lif, qir.SoftIF: _softif, qir.Delta: _delta,
+NEURON_BUILDERS = {qir.Cuba: _lif, qir.Readout: _lif, qir.SoftIF: _softif, qir.Delta: _delta,
                    qir.SigmaDelta: _sigma_delta, qir.Sigma: _sigma}
 
 
@@ -232,7 +232,7 @@ def _softif_bits(neuron: qir.SoftIF) -> int:
 # Output payload bits of a neuron (netx: LIF 0 = binary spikes, SDNN 16): the receiving
 # synapse's num_message_bits (> 0: graded, W·s; 0: binary, s cast to bool). Input ints use the
 # caller's value.
-MESSAGE_BITS = {qir.Cuba: lambda n: 0, qir.Accumulator: lambda n: 0, qir.SoftIF: _softif_bits,
+MESSAGE_BITS = {qir.Cuba: lambda n: 0, qir.Readout: lambda n: 0, qir.SoftIF: _softif_bits,
                 qir.Delta: lambda n: 16, qir.SigmaDelta: lambda n: 16, qir.Sigma: lambda n: 16}
 
 

@@ -7,7 +7,7 @@ naming the layer and the fix, before Lava or the emulator sees anything.
 Mapping (netx semantics, netx/hdf5.py): 'input' (+ optional neuron) -> input block; 'flatten'
 is folded into the following dense synapse; 'conv'/'dense' -> ConvSyn/DenseSyn blocks (with a
 ``qir.SpikePool`` from an extension ``spikePool`` group); a dense
-layer without neuron -> Accumulator (netx's default integrator); CUBA/LOIHI -> Cuba; SDNN -> Delta
+layer without neuron -> Readout (netx's default integrator); CUBA/LOIHI -> Cuba; SDNN -> Delta
 (input layer), Sigma ('sigma_output'), SigmaDelta (others). Arrays come out in PyTorch order.
 """
 from __future__ import annotations
@@ -287,7 +287,7 @@ def _read_layer(g: h5py.Group, i: int, ctx: _Ctx, kind: str) -> None:
     if "bias" in g:
         block.bias = _bias(g, block, where)
     block.neuron = _read_neuron(g, block, False, ctx, where,
-                                default=qir.Accumulator if kind == "dense" else None)
+                                default=qir.Readout if kind == "dense" else None)
     if kind == "dense" and len(_src(ctx, syn0).shape) == 3 \
             and not ctx.flatten_pending and not ctx.fmt:
         raise _err(f"{where}: dense layer after a (C,H,W) layer without a 'flatten' layer",
@@ -428,7 +428,7 @@ def _bias(g: h5py.Group, block: qir.Block, where: str) -> np.ndarray:
 # ---- neurons --------------------------------------------------------------------------------
 def _read_neuron(g: h5py.Group, block: qir.Block, is_input: bool, ctx: _Ctx, where: str,
                  default=None):
-    """``default``: what a missing 'neuron' group means (netx: Accumulator for dense layers)."""
+    """``default``: what a missing 'neuron' group means (netx: Readout for dense layers)."""
     if "neuron" not in g:
         if is_input:
             return None
@@ -460,7 +460,7 @@ def _read_cuba(n, block, is_input, ctx, w):
     args = (int(vth.reshape(-1)[0]), _scalar(n, "iDecay", w), _scalar(n, "vDecay", w),
             _exp(n, "biasExp", w, ctx))
     role = _attr_str(n.attrs[schema.ROLE_ATTR]) if schema.ROLE_ATTR in n.attrs else ""
-    return qir.Accumulator(*args) if role == "readout" else qir.Cuba(*args)
+    return qir.Readout(*args) if role == "readout" else qir.Cuba(*args)
 
 
 def _read_sdnn(n, block, is_input, ctx, w):

@@ -38,11 +38,11 @@ from netx_export import lava_env
 from netx_export.build import LavaNet, build
 
 # State Vars recorded per neuron model (names as in the Lava processes); SoftIF: its state_names.
-STATE_NAMES = {qir.Cuba: ("u", "v"), qir.Accumulator: ("u", "v"),
+STATE_NAMES = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"),
                qir.Delta: ("act", "residue"), qir.SigmaDelta: ("sigma", "act", "residue"),
                qir.Sigma: ("sigma",)}
 # Vars zeroed between samples (SoftIF's v restarts at v_init << 6 instead, see RESTART).
-RESET_VARS = {qir.Cuba: ("u", "v"), qir.Accumulator: ("u", "v"), qir.SoftIF: ("vb",),
+RESET_VARS = {qir.Cuba: ("u", "v"), qir.Readout: ("u", "v"), qir.SoftIF: ("vb",),
               qir.Delta: ("act", "residue", "sigma", "error"),
               qir.SigmaDelta: ("sigma", "act", "residue", "error"), qir.Sigma: ("sigma",)}
 
@@ -75,7 +75,7 @@ def pool_state(k: int, var: str) -> str:
     return f"pool{k}.{var}"
 
 
-BIAS_VARS = {qir.Cuba: "bias_mant", qir.Accumulator: "bias_mant", qir.SoftIF: "bias_mant"}
+BIAS_VARS = {qir.Cuba: "bias_mant", qir.Readout: "bias_mant", qir.SoftIF: "bias_mant"}
 SYNAPSE_BUFFERS = ("a_buff", "a_buf")  # Dense/DelayDense, Conv
 INJECT = ("a_in", "bias")
 
@@ -84,7 +84,7 @@ INJECT = ("a_in", "bias")
 class LavaResult:
     """One sample. ``output``: the output block's out-port per step (steps, *out_shape);
     ``states[block][name]``: (steps, *shape); ``readout``: the output block's final decode
-    state (*out_shape) (``loihi_conv.fixed.decode.READOUT_STATE``: ``u`` of an Accumulator, which
+    state (*out_shape) (``loihi_conv.fixed.decode.READOUT_STATE``: ``u`` of a Readout, which
     accumulates Σ a<<6, ``v`` of a spiking SoftIF/CUBA output), else None; ``readout_trace``:
     that state after every step (steps, *out_shape) (the "softmax" decode reads it);
     ``seconds``: wall time of the simulation of this sample."""

@@ -28,7 +28,7 @@ FORMAT_VERSION = 1
 VERSION_ATTR = "loihi_conv_version"
 CHECKSUM_ATTR = "checksum"
 NAME_ATTR = "name"  # layer-group attribute: the QNetwork block name (netx never reads attributes)
-ROLE_ATTR = "loihi_conv_role"  # neuron-group attribute: 'readout' marks a CUBA group as the Accumulator
+ROLE_ATTR = "loihi_conv_role"  # neuron-group attribute: 'readout' marks a CUBA group as the Readout
 
 # netx's NetDict key classes (netx/utils.py:41-48): copy_keys go through ``astype(int)`` (floats
 # are truncated toward zero), array_keys are returned raw and handed to Lava as they are.

@@ -206,7 +206,7 @@ def _check_neuron_shape(neuron, block, fail) -> None:
                    "use one of loihi_conv.fixed.qir.NEURONS")
 
 
-for _cls in (qir.Cuba, qir.Accumulator, qir.Delta, qir.SigmaDelta):
+for _cls in (qir.Cuba, qir.Readout, qir.Delta, qir.SigmaDelta):
     _check_neuron_shape.register(_cls)(lambda neuron, block, fail: None)
 
 
@@ -257,7 +257,7 @@ def _(neuron: qir.Cuba, block, fail, warn) -> None:
 
 
 @_check_neuron_ranges.register
-def _(neuron: qir.Accumulator, block, fail, warn) -> None:
+def _(neuron: qir.Readout, block, fail, warn) -> None:
     # netx's own default readout uses vThMant 131072 (one over the 17-bit range): allowed here.
     _lif_ranges(neuron, block, fail, warn, vth_max=schema.NETX_READOUT_VTH)
 
@@ -445,10 +445,10 @@ def _(neuron: qir.Cuba, block, is_input):
 
 
 @_neuron_reason.register
-def _(neuron: qir.Accumulator, block, is_input):
+def _(neuron: qir.Readout, block, is_input):
     if is_input:
-        return f"{block.name!r}: Accumulator as the input neuron"
-    return None if neuron.bias_exp == 6 else f"{block.name!r}: Accumulator bias_exp != 6"
+        return f"{block.name!r}: Readout as the input neuron"
+    return None if neuron.bias_exp == 6 else f"{block.name!r}: Readout bias_exp != 6"
 
 
 @_neuron_reason.register

@@ -201,7 +201,7 @@ def _(neuron: qir.Cuba, g, block, is_input) -> None:
 
 
 @_write_neuron.register
-def _(neuron: qir.Accumulator, g, block, is_input) -> None:
+def _(neuron: qir.Readout, g, block, is_input) -> None:
     """netx's default dense neuron (no group) when it matches; else a tagged CUBA group."""
     params = (neuron.vth, neuron.i_decay, neuron.v_decay, neuron.bias_exp)
     if params == _READOUT_DEFAULT and LAYER_TYPE.get(type(block.synapses[0])) == "dense":

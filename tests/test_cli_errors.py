@@ -116,14 +116,14 @@ def files(tmp_path_factory) -> dict[str, str]:
 
 
 def _digits_net() -> qir.QNetwork:
-    """A small standard NetX network for (1, 8, 8) digits: conv Cuba -> dense Accumulator."""
+    """A small standard NetX network for (1, 8, 8) digits: conv Cuba -> dense Readout."""
     rng = np.random.default_rng(0)
     conv = 2 * rng.integers(-20, 21, (2, 1, 3, 3))
     dense = 2 * rng.integers(-20, 21, (10, 72))
     dense[0, 0], dense[0, 1] = 40, -40  # mixed sign: netx loads it exactly
     blocks = [qir.Block("in", (1, 8, 8)),
               qir.Block("c", (2, 6, 6), [qir.ConvSyn("in", conv)], neuron=qir.Cuba(vth=100)),
-              qir.Block("out", (10,), [qir.DenseSyn("c", dense)], neuron=qir.Accumulator())]
+              qir.Block("out", (10,), [qir.DenseSyn("c", dense)], neuron=qir.Readout())]
     return qir.QNetwork(blocks, input_scale=16.0, meta={"dataset": "digits", "timesteps": 8})
 
 

@@ -110,5 +110,5 @@ def test_conversion_of_random_networks_is_reproducible(tmp_path_factory, seed, n
     assert first == second
     assert _times(d / "a.net") == {0}
     q = netx_export.load(d / "a.net")
-    assert isinstance(q.output.neuron, (qir.Accumulator, qir.Sigma))
+    assert isinstance(q.output.neuron, (qir.Readout, qir.Sigma))
     assert np.isfinite(q.input_scale)

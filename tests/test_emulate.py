@@ -156,7 +156,7 @@ class RefSigma:
         return {"sigma": self.sigma}
 
 
-REF_NEURONS = {qir.Cuba: RefLif, qir.Accumulator: RefLif, qir.SoftIF: RefSoftIF,
+REF_NEURONS = {qir.Cuba: RefLif, qir.Readout: RefLif, qir.SoftIF: RefSoftIF,
                qir.Delta: RefDelta, qir.SigmaDelta: RefSigmaDelta, qir.Sigma: RefSigma}
 GRADED = (qir.Delta, qir.SigmaDelta, qir.Sigma)
 
@@ -289,7 +289,7 @@ def assert_matches_reference(qnet, x, steps, inject="a_in", **kw):
 
 def lif_net(rng, wmax=255):
     """Graded input -> conv(stride, pad, groups) Cuba(decays) -> conv(dilation) SoftIF,
-    fan-in of three dense synapses (two with delays, one from the input) Cuba -> dense Accumulator."""
+    fan-in of three dense synapses (two with delays, one from the input) Cuba -> dense Readout."""
     w1 = rng.integers(-wmax, wmax + 1, (4, 1, 3, 3))
     w2 = rng.integers(-wmax, wmax + 1, (3, 4, 2, 2))
     c2 = qir.ConvSyn("a", w2, dilation=(2, 1))
@@ -309,7 +309,7 @@ def lif_net(rng, wmax=255):
                                     v_init=rng.integers(-50, 50, 3))),
         qir.Block("c", (5,), [d_b, d_a, d_in], neuron=qir.Cuba(vth=int(rng.integers(100, 2000)))),
         qir.Block("out", (3,), [qir.DenseSyn("c", rng.integers(0, 256, (3, 5)), delay=[0, 2, 5])],
-                  bias=rng.integers(-9, 9, 3), neuron=qir.Accumulator()),
+                  bias=rng.integers(-9, 9, 3), neuron=qir.Readout()),
     ])
 
 
@@ -440,7 +440,7 @@ def test_lif_overflow_corners_match_reference():
                   neuron=qir.Cuba(vth=2 ** 17 - 1, i_decay=1234, v_decay=777)),
         qir.Block("r", (2,), [qir.DenseSyn("l", rng.integers(-255, 256, (2, 4))),
                               qir.DenseSyn("in", rng.integers(-255, 256, (2, 3)))],
-                  neuron=qir.Accumulator()),
+                  neuron=qir.Readout()),
     ])
     x = rng.integers(-2 ** 31, 2 ** 31, (3, 5, 3))
     res = assert_matches_reference(q, x, 12)
@@ -626,7 +626,7 @@ def test_lif_network_bit_exact_with_lava():
                   neuron=qir.Cuba(vth=500)),
         qir.Block("l3", (3,), [qir.DenseSyn("l2", 2 * rng.integers(-128, 128, (3, 6)),
                                             delay=rng.integers(0, 4, (3, 6)))],
-                  bias=np.array([5, -7, 0]), neuron=qir.Accumulator()),
+                  bias=np.array([5, -7, 0]), neuron=qir.Readout()),
     ])
     b = {blk.name: blk for blk in q.blocks}
     src = io.source.RingBuffer(data=torch_to_lava(x).astype(np.int32))
@@ -759,7 +759,7 @@ def test_recurrent_network_runs_streaming_and_matches_reference():
                               qir.DenseSyn("h", 2 * rng.integers(-128, 128, (3, 3)))],
                   neuron=qir.Cuba(vth=200, i_decay=1000)),
         qir.Block("out", (2,), [qir.DenseSyn("h", rng.integers(-255, 256, (2, 3)))],
-                  neuron=qir.Accumulator()),
+                  neuron=qir.Readout()),
     ])
     assert not engine._feed_forward(q)
     res = assert_matches_reference(q, rng.integers(-30, 60, (3, 4)), steps=10)

@@ -129,7 +129,7 @@ def test_dense_from_channels_last_source_keeps_netx_flatten_order(dtype, lo, hi)
 
 def pooled_cnn(rng):
     """Graded input -> conv Cuba -> pool-folded conv (stride 2, padding 1) SoftIF -> dense from a
-    conv block (channels-last flatten) Cuba -> dense Accumulator: the MNIST CNN's shape."""
+    conv block (channels-last flatten) Cuba -> dense Readout: the MNIST CNN's shape."""
     return qir.QNetwork([
         qir.Block("in", (2, 10, 10)),
         qir.Block("a", (4, 8, 8), [qir.ConvSyn("in", rng.integers(-60, 61, (4, 2, 3, 3)))],
@@ -140,7 +140,7 @@ def pooled_cnn(rng):
         qir.Block("c", (5,), [qir.DenseSyn("b", 2 * rng.integers(-128, 128, (5, 96)))],
                   neuron=qir.Cuba(vth=100, i_decay=4096, v_decay=0)),
         qir.Block("out", (3,), [qir.DenseSyn("c", rng.integers(-255, 256, (3, 5)))],
-                  neuron=qir.Accumulator()),
+                  neuron=qir.Readout()),
     ])
 
 
@@ -177,7 +177,7 @@ def test_spike_counts_past_255_steps(one_thread, monkeypatch):
         qir.Block("a", (3,), [qir.DenseSyn("in", np.ones((3, 2), np.int64))],
                   neuron=qir.Cuba(vth=0, i_decay=4096, v_decay=0), bias=np.array([1, 1, 0])),
         qir.Block("out", (1,), [qir.DenseSyn("a", np.ones((1, 3), np.int64))],
-                  neuron=qir.Accumulator()),
+                  neuron=qir.Readout()),
     ])
     x = np.zeros((4, 2), np.int64)
     layer_major = emulate(q, x, 300, record=["a"])

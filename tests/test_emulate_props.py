@@ -58,12 +58,12 @@ cuba = st.builds(qir.Cuba, vth=st.integers(0, 2 ** 17), i_decay=DECAYS, v_decay=
 @SETTINGS
 def test_lif_networks_match_reference(geom, seed, x_mag, bias_mag, extreme, n1, n2, hidden,
                                       steps, t_in, delays):
-    """input -> conv Cuba -> (dense from conv + dense from input) hidden -> dense Accumulator."""
+    """input -> conv Cuba -> (dense from conv + dense from input) hidden -> dense Readout."""
     rng = np.random.default_rng(seed)
     in_shape, conv_kw, w_shape, out_shape = geom
     n_conv, n_in = int(np.prod(out_shape)), int(np.prod(in_shape))
     nh = int(rng.integers(1, 5))
-    hidden_neuron = {"cuba": n2, "readout": qir.Accumulator(),
+    hidden_neuron = {"cuba": n2, "readout": qir.Readout(),
                      "softif": qir.SoftIF(vth=rng.integers(0, 2 ** 17, nh),
                                           v_init=rng.integers(-2 ** 17, 2 ** 17, nh))}[hidden]
     q = qir.QNetwork([
@@ -77,7 +77,7 @@ def test_lif_networks_match_reference(geom, seed, x_mag, bias_mag, extreme, n1, 
             qir.DenseSyn("in", int_array(rng, (nh, n_in), 255, extreme))],
             bias=int_array(rng, (nh,), min(bias_mag, 2 ** 16), False), neuron=hidden_neuron),
         qir.Block("out", (2,), [qir.DenseSyn("hid", int_array(rng, (2, nh), 255, extreme))],
-                  neuron=qir.Accumulator()),
+                  neuron=qir.Readout()),
     ])
     x = int_array(rng, (2, t_in, *in_shape), x_mag, extreme and x_mag > 1)
     assert_matches_reference(q, x, steps)

@@ -103,7 +103,7 @@ def test_mnist_dense_counts_and_readout():
         assert lr.synapse_count == w.size and lr.fan_in == w.shape[1]
         assert lr.weight_range == (int(w.min()), int(w.max())) and lr.weight_bits == _bits(w)
         assert lr.bias_range is None
-    assert ins.layers[-1].neuron == "Accumulator" and ins.layers[-1].params["vth"] == 131072
+    assert ins.layers[-1].neuron == "Readout" and ins.layers[-1].params["vth"] == 131072
     assert ins.synapses == sum(d["weight"].size for d in layers[1:])
     assert ins.neurons == 784 + 512 + 512 + 10
     # 784x512 8-bit synapses exceed one core at the tutorial-derived packing (42,885 per core)
@@ -126,13 +126,13 @@ def test_pilotnet_sdnn_neurons_and_totals():
 
 
 def _problem_net() -> qir.QNetwork:
-    """Host input -> SoftIF conv with a 9-bit weight and a 14-bit bias -> dense Accumulator."""
+    """Host input -> SoftIF conv with a 9-bit weight and a 14-bit bias -> dense Readout."""
     rng = np.random.default_rng(0)
     w = 2 * rng.integers(-60, 61, (4, 1, 3, 3))
     w[0, 0, 0, 0] = 255  # odd and > 127: a 9-bit signed mantissa
     conv = qir.Block("conv", (4, 4, 4), [qir.ConvSyn("in", w, padding=(0, 0))], bias=np.array([5000, -3, 0, 7]),
                      neuron=qir.SoftIF(vth=np.array([300, 400, 500, 600])))
-    out = qir.Block("out", (3,), [qir.DenseSyn("conv", 2 * rng.integers(-50, 51, (3, 64)))], neuron=qir.Accumulator())
+    out = qir.Block("out", (3,), [qir.DenseSyn("conv", 2 * rng.integers(-50, 51, (3, 64)))], neuron=qir.Readout())
     return qir.QNetwork([qir.Block("in", (1, 6, 6)), conv, out], input_scale=10.0, meta={"target": "if-soft"})
 
 
@@ -227,6 +227,6 @@ def test_pooled_synapse_counts_the_pooled_inputs():
     w = np.arange(1, 2 * 8 + 1, dtype=np.int64).reshape(2, 8)
     pool = qir.SpikePool("mli", (2, 2), (2, 2))
     qnet = qir.QNetwork([qir.Block("x", (2, 4, 4)),
-                         qir.Block("o", (2,), [qir.DenseSyn("x", weight=w, pool=pool)], neuron=qir.Accumulator())])
+                         qir.Block("o", (2,), [qir.DenseSyn("x", weight=w, pool=pool)], neuron=qir.Readout())])
     syn = inspect_network(qnet).layers[1].synapses[0]
     assert (syn.synapses, syn.fan_in, syn.weights) == (16, 8, 16)

@@ -23,7 +23,7 @@ LAVA_DL_TESTS = Path(__file__).resolve().parents[1] / ".venv/lib/python3.10/site
 # ---- networks -----------------------------------------------------------------------------
 def cuba_net() -> qir.QNetwork:
     """Leaky LIF input (time-varying or bias input) -> strided padded conv (bias) -> flatten
-    -> dense Accumulator: exercises netx's conv flip, flatten order, Accumulator and decays."""
+    -> dense Readout: exercises netx's conv flip, flatten order, Readout and decays."""
     rng = np.random.default_rng(10)
     inp = qir.Block("in", (2, 6, 5), neuron=qir.Cuba(vth=6, i_decay=4096, v_decay=512))
     c1 = qir.Block("c1", (3, 3, 3), [qir.ConvSyn("in", 2 * rng.integers(-4, 9, (3, 2, 3, 3)),
@@ -32,13 +32,13 @@ def cuba_net() -> qir.QNetwork:
     w = 2 * rng.integers(-60, 61, (4, 27))
     w[0, 0], w[1, 1] = 254, -256
     out = qir.Block("out", (4,), [qir.DenseSyn("c1", w)], bias=np.array([1, 0, -1, 2]),
-                    neuron=qir.Accumulator())
+                    neuron=qir.Readout())
     return qir.QNetwork([inp, c1, out])
 
 
 def ext_net() -> qir.QNetwork:
     """Graded input (no neuron) -> SoftIF conv -> SoftIF conv with a residual 1x1 conv from the
-    input (fan-in) -> Accumulator fed by two dense synapses (from (C,H,W) blocks, one delayed)."""
+    input (fan-in) -> Readout fed by two dense synapses (from (C,H,W) blocks, one delayed)."""
     rng = np.random.default_rng(11)
     inp = qir.Block("in", (2, 5, 5))
     c1 = qir.Block("c1", (3, 5, 5), [qir.ConvSyn("in", rng.integers(-6, 7, (3, 2, 3, 3)),
@@ -53,7 +53,7 @@ def ext_net() -> qir.QNetwork:
     out = qir.Block("out", (4,), [qir.DenseSyn("c2", 2 * rng.integers(-20, 21, (4, 75))),
                                   qir.DenseSyn("c1", 2 * rng.integers(-10, 11, (4, 75)),
                                                delay=np.array([0, 1, 2, 3]))],
-                    neuron=qir.Accumulator())
+                    neuron=qir.Readout())
     return qir.QNetwork([inp, c1, c2, out])
 
 
@@ -122,7 +122,7 @@ def reference(qnet, x, steps, inject="a_in"):
                 s = v >= th
                 st[b.name] = v - s * th
                 rec = {"v": st[b.name]}
-            else:  # Cuba/Accumulator: Lava LIF bit-accurate (reference doc 3.4)
+            else:  # Cuba/Readout: Lava LIF bit-accurate (reference doc 3.4)
                 u, v = st.get(b.name, (np.zeros(shape, np.int64), np.zeros(shape, np.int64)))
                 u = _decay(u, n.i_decay) + (a << 6)
                 u = np.where(u > M24, u - 2 * M24, u)
@@ -236,7 +236,7 @@ def test_graded_input_without_input_neuron_into_dense_through_netx(tmp_path):
         qir.Block("h", (5,), [qir.DenseSyn("in", 2 * rng.integers(-20, 21, (5, 18)))],
                   neuron=qir.Cuba(vth=30)),
         qir.Block("o", (3,), [qir.DenseSyn("h", 2 * rng.integers(-20, 21, (3, 5)))],
-                  neuron=qir.Accumulator())])
+                  neuron=qir.Readout())])
     x = rng.integers(0, 6, (3, 2, 3, 3))
     with LavaRunner(save(q, tmp_path / "g.net")) as r:
         res = r.run(x, 7, probes="all")

@@ -46,13 +46,13 @@ def _even(rng, shape, bound):
 
 
 def standard_net() -> qir.QNetwork:
-    """input (graded) -> conv CUBA (per-channel bias) -> flatten -> dense Accumulator."""
+    """input (graded) -> conv CUBA (per-channel bias) -> flatten -> dense Readout."""
     rng = np.random.default_rng(0)
     blocks = [qir.Block("in", (2, 6, 6)),
               qir.Block("c1", (3, 4, 4), [qir.ConvSyn("in", _even(rng, (3, 2, 3, 3), 20))],
                         bias=np.array([5, -3, 0]), neuron=qir.Cuba(vth=60)),
               qir.Block("out", (4,), [qir.DenseSyn("c1", _even(rng, (4, 48), 30))],
-                        bias=np.array([1, 0, -1, 2]), neuron=qir.Accumulator())]
+                        bias=np.array([1, 0, -1, 2]), neuron=qir.Readout())]
     return qir.QNetwork(blocks, input_scale=8.0, output_scale=0.5, meta={"dataset": "none"})
 
 
@@ -71,7 +71,7 @@ def extension_net() -> qir.QNetwork:
               qir.Block("out", (4,), [qir.DenseSyn("c2", _even(rng, (4, 75), 10)),
                                       qir.DenseSyn("c1", _even(rng, (4, 75), 5),
                                                    delay=np.array([0, 1, 2, 3]))],
-                        neuron=qir.Accumulator())]
+                        neuron=qir.Readout())]
     return qir.QNetwork(blocks, input_scale=4.0, meta={"recipe": {"neuron_model": "if-soft"}})
 
 

@@ -34,27 +34,27 @@ def even(rng, shape, lo=-128, hi=127):
 
 
 def cuba_net(seed=0) -> qir.QNetwork:
-    """input(Cuba, leaky) -> conv (per-channel bias) -> flatten -> dense Accumulator."""
+    """input(Cuba, leaky) -> conv (per-channel bias) -> flatten -> dense Readout."""
     rng = np.random.default_rng(seed)
     inp = qir.Block("in", (2, 6, 6), neuron=qir.Cuba(vth=10, i_decay=4096, v_decay=512))
     c1 = qir.Block("c1", (4, 3, 3), [qir.ConvSyn("in", even(rng, (4, 2, 3, 3), -8, 8),
                                                   stride=(2, 2), padding=(1, 1))],
                    bias=np.array([3, -2, 0, 7]), neuron=qir.Cuba(vth=20))
     out = qir.Block("out", (3,), [qir.DenseSyn("c1", even(rng, (3, 36), -20, 20))],
-                    bias=np.array([1, 0, -1]), neuron=qir.Accumulator())
+                    bias=np.array([1, 0, -1]), neuron=qir.Readout())
     return qir.QNetwork([inp, c1, out], input_scale=12.5, output_scale=0.25,
                         meta={"recipe": {"neuron": "if-zero", "T": 16}, "scales": [1.5, 2.0]})
 
 
 def mlp_net(seed=1) -> qir.QNetwork:
-    """input without neuron (graded ints) -> dense Cuba (delays) -> dense Accumulator."""
+    """input without neuron (graded ints) -> dense Cuba (delays) -> dense Readout."""
     rng = np.random.default_rng(seed)
     inp = qir.Block("x", (5,))
     h = qir.Block("h", (4,), [qir.DenseSyn("x", even(rng, (4, 5)), delay=np.array([0, 1, 2, 5]))],
                   bias=np.array([10, -10, 0, 4]), neuron=qir.Cuba(vth=100, i_decay=1024,
                                                                    v_decay=128))
     out = qir.Block("y", (2,), [qir.DenseSyn("h", rng.integers(0, 256, (2, 4)))],
-                    neuron=qir.Accumulator())
+                    neuron=qir.Readout())
     return qir.QNetwork([inp, h, out])
 
 
@@ -84,7 +84,7 @@ def ext_net(seed=3) -> qir.QNetwork:
     out = qir.Block("out", (4,), [qir.DenseSyn("c2", even(rng, (4, 75), -10, 10)),
                                   qir.DenseSyn("c1", even(rng, (4, 75), -5, 5),
                                                delay=np.array([0, 1, 2, 3]))],
-                    neuron=qir.Accumulator())
+                    neuron=qir.Readout())
     return qir.QNetwork([inp, c1, c2, out], input_scale=4.0, meta={"recipe": "ext"})
 
 
@@ -127,11 +127,11 @@ def test_extension_round_trip_is_exact(tmp_path):
 
 
 def test_round_trip_of_every_neuron_variant(tmp_path):
-    """Non-default Accumulator, exponents, a Delta outside the input, input bias: all survive."""
+    """Non-default Readout, exponents, a Delta outside the input, input bias: all survive."""
     rng = np.random.default_rng(4)
     inp = qir.Block("in", (4,), bias=np.array([1, 2, 3, 4]), neuron=qir.Cuba(vth=5, bias_exp=3))
     a = qir.Block("a", (3,), [qir.DenseSyn("in", even(rng, (3, 4)))],
-                  neuron=qir.Accumulator(vth=1000, i_decay=10, v_decay=20))
+                  neuron=qir.Readout(vth=1000, i_decay=10, v_decay=20))
     b = qir.Block("b", (3,), [qir.DenseSyn("a", even(rng, (3, 3)))],
                   neuron=qir.SigmaDelta(vth=2, spike_exp=3, state_exp=5))
     c = qir.Block("c", (3,), [qir.DenseSyn("b", even(rng, (3, 3)))], neuron=qir.Delta(vth=1))
@@ -139,7 +139,7 @@ def test_round_trip_of_every_neuron_variant(tmp_path):
     q = qir.QNetwork([inp, a, b, c, d])
     back = load(save(q, tmp_path / "v.net"))
     assert diff_networks(q, back) == []
-    assert type(back["a"].neuron) is qir.Accumulator and type(back["c"].neuron) is qir.Delta
+    assert type(back["a"].neuron) is qir.Readout and type(back["c"].neuron) is qir.Delta
 
 
 def test_extension_true_on_a_standard_network_still_round_trips(tmp_path):
@@ -356,7 +356,7 @@ def test_reads_lava_dl_tiny_net():
 def test_reads_lava_dl_mnist_net():
     q = load(LAVA_DL_TESTS / "mnist.net")
     assert [b.shape for b in q.blocks] == [(784,), (512,), (512,), (10,)]
-    assert [type(b.neuron) for b in q.blocks] == [qir.Cuba] * 3 + [qir.Accumulator]
+    assert [type(b.neuron) for b in q.blocks] == [qir.Cuba] * 3 + [qir.Readout]
     assert q.blocks[1].neuron.v_decay == 123 and q.blocks[3].synapses[0].weight.shape == (10, 512)
 
 

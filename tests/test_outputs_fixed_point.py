@@ -121,7 +121,7 @@ def test_spikes_on_cuba_is_a_flagged_reset_to_zero_approximation(net):
 
 def test_potential_output_block_is_unchanged(net):
     _, q = converted(net, "potential")
-    assert isinstance(q.output.neuron, qir.Accumulator)
+    assert isinstance(q.output.neuron, qir.Readout)
     assert q.output_scale == 64 * q.meta["layers"][q.output.name]["scale"]
 
 
@@ -151,7 +151,7 @@ def test_softmax_decode_makes_the_float_draws_on_identical_potentials():
         flt = simulate(linear_graph(w, b, seed), x, [steps], delay=0, record=False).output[steps]
         q = qir.QNetwork([qir.Block("x", (1,)),
                           qir.Block("out", (4,), [qir.DenseSyn("x", np.zeros((4, 1), np.int64))],
-                                    bias=(steps * 8 * b).round().long().numpy(), neuron=qir.Accumulator())],
+                                    bias=(steps * 8 * b).round().long().numpy(), neuron=qir.Readout())],
                          output_scale=512.0, meta={"recipe": {"output": "softmax", "seed": seed},
                                                    "steps_run": steps})
         run = FixedRun(q, np.zeros_like(trace), trace[:, -1], trace)
@@ -166,7 +166,7 @@ def test_softmax_decode_makes_the_float_draws_on_identical_potentials():
 def test_softmax_emulator_accuracy_follows_the_float_snn(net):
     snn, q = converted(net, "softmax")
     _, _, xt, yt = net
-    assert isinstance(q.output.neuron, qir.Accumulator)
+    assert isinstance(q.output.neuron, qir.Readout)
     fp, ep = float_predictions(snn, xt), emulator_predictions(q, xt, T)
     assert abs((fp == yt).mean() - (ep == yt).mean()) <= 0.02
     assert (ep == yt).mean() > 0.5
@@ -212,7 +212,7 @@ def test_softmax_decode_without_the_per_step_potential_is_a_clear_error(net):
         scores(q, res.output, res.readout)
     assert "readout_trace" in e.value.fix
     _, qs = converted(net, "spikes", timesteps=8)
-    with pytest.raises(LoihiConvError, match="Accumulator output"):  # a softmax decode of a spiking output
+    with pytest.raises(LoihiConvError, match="Readout output"):  # a softmax decode of a spiking output
         scores(qir.QNetwork(qs.blocks, meta={"recipe": {"output": "softmax"}}), res.output, res.readout,
                res.readout_trace)
 
@@ -234,4 +234,4 @@ def test_lava_runs_the_spiking_output_and_the_softmax_trace_like_the_emulator(ne
         assert np.array_equal(out, emu.output) and np.array_equal(final, emu.readout)
         assert np.array_equal(trace, emu.readout_trace)
         assert np.array_equal(scores(q, out, final, trace), scores(q, emu.output, emu.readout, emu.readout_trace))
-        assert trace.any()  # not a silent network: v of the SoftIF output, u of the Accumulator
+        assert trace.any()  # not a silent network: v of the SoftIF output, u of the Readout

@@ -68,16 +68,16 @@ def images(n: int, hw: int, seed: int) -> torch.Tensor:
 
 
 def pool_net(scheme: str, shape=(2, 8, 8), pool: qir.SpikePool = POOL) -> qir.QNetwork:
-    """Input block -> identity depthwise conv behind a ``scheme`` pool -> Accumulator: its
+    """Input block -> identity depthwise conv behind a ``scheme`` pool -> Readout: its
     ``u`` grows by 64 x the pooled message each step (one step later)."""
     sp = qir.SpikePool(scheme, pool.kernel, pool.stride, pool.padding, pool.ceil_mode)
     c = shape[0]
     syn = qir.ConvSyn("x", weight=np.ones((c, 1, 1, 1), np.int64), groups=c, pool=sp)
-    return qir.QNetwork([qir.Block("x", shape), qir.Block("p", sp.out_shape(shape), [syn], neuron=qir.Accumulator())])
+    return qir.QNetwork([qir.Block("x", shape), qir.Block("p", sp.out_shape(shape), [syn], neuron=qir.Readout())])
 
 
 def pooled_messages(qnet: qir.QNetwork, trains: np.ndarray) -> np.ndarray:
-    """The pooled message of every input step (N, T, C, H', W'), read off the Accumulator's u."""
+    """The pooled message of every input step (N, T, C, H', W'), read off the Readout's u."""
     steps = trains.shape[1] + 1
     u = emulate(qnet, trains, steps, record=["p"]).states["p"]["u"].astype(np.int64)
     d = np.diff(u, axis=1, prepend=0)
@@ -325,7 +325,7 @@ def test_binary_spikes_of_a_large_population_pool_like_the_recorded_spikes(schem
     pooled = qir.ConvSyn("n", weight=np.ones((c, 1, 1, 1), np.int64), groups=c, pool=sp)
     qnet = qir.QNetwork([qir.Block("x", shape),
                          qir.Block("n", shape, [ident], neuron=qir.SoftIF(vth=np.ones(c, np.int64))),
-                         qir.Block("p", sp.out_shape(shape), [pooled], neuron=qir.Accumulator())])
+                         qir.Block("p", sp.out_shape(shape), [pooled], neuron=qir.Readout())])
     trains = spike_trains((3,) + shape, 20, seed=5)
     res = emulate(qnet, trains, 22, record=["n", "p"])
     spikes = res.states["n"]["s"].astype(np.int64)  # (N, steps, 2, 16, 16), 0/1

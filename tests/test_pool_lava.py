@@ -101,7 +101,7 @@ def pooled_net(neuron=lambda c: qir.SoftIF(vth=np.full(c, 9))) -> qir.QNetwork:
                   neuron=neuron(4)),
         qir.Block("o", (5,), [qir.DenseSyn("b", 2 * rng.integers(-9, 9, (5, 36)), pool=rg),
                               qir.DenseSyn("a", 2 * rng.integers(-9, 9, (5, 27)), pool=ml)],
-                  neuron=qir.Accumulator())])
+                  neuron=qir.Readout())])
 
 
 def test_every_scheme_round_trips_and_marks_the_file_as_an_extension(tmp_path):
@@ -164,7 +164,7 @@ def test_bad_pools_are_clear_errors_and_nothing_is_written(qnet, match, tmp_path
 
 def test_a_pool_on_a_vector_source_is_refused(tmp_path):
     qnet = qir.QNetwork([qir.Block("in", (4,)), qir.Block("o", (2,), [qir.DenseSyn(
-        "in", np.ones((2, 4), np.int64), pool=qir.SpikePool("mli", (1, 1), (1, 1)))], neuron=qir.Accumulator())])
+        "in", np.ones((2, 4), np.int64), pool=qir.SpikePool("mli", (1, 1), (1, 1)))], neuron=qir.Readout())])
     with pytest.raises(LoihiConvError, match=r"not \(C,H,W\)"):
         save(qnet, tmp_path / "vec.net")
 
@@ -230,7 +230,7 @@ def lava_compare(qnet, samples, steps, probes):
 def mli_net() -> qir.QNetwork:
     """Graded input (2,8,8) -> b (binary SoftIF) and g (if-burst, up to 3 units) -> p (SoftIF
     4x4) fed by two overlapping ceil-mode mli stages (b: 3/2 -> 4x4; g: 3/2 padded -> 5x5,
-    then a 2x2 conv) -> Accumulator (dense)."""
+    then a 2x2 conv) -> Readout (dense)."""
     rng = np.random.default_rng(7)
     mli_pad = qir.SpikePool("mli", (3, 3), (2, 2), (1, 1), True)
     return qir.QNetwork([
@@ -242,7 +242,7 @@ def mli_net() -> qir.QNetwork:
         qir.Block("p", (4, 4, 4), [qir.ConvSyn("b", rng.integers(-6, 12, (4, 3, 1, 1)), pool=MLI),
                                    qir.ConvSyn("g", rng.integers(-6, 12, (4, 2, 2, 2)), pool=mli_pad)],
                   neuron=qir.SoftIF(vth=np.array([20, 30, 25, 35]))),
-        qir.Block("o", (3,), [qir.DenseSyn("p", 2 * rng.integers(-20, 21, (3, 64)))], neuron=qir.Accumulator())])
+        qir.Block("o", (3,), [qir.DenseSyn("p", 2 * rng.integers(-20, 21, (3, 64)))], neuron=qir.Readout())])
 
 
 @pytest.mark.lava
@@ -271,7 +271,7 @@ def test_mli_pools_on_binary_and_graded_sources_equal_the_emulator_on_lava():
 
 def gate_net() -> qir.QNetwork:
     """Graded input (2,8,8) -> [spike-max stage (the input's max-pool, 2/2) -> conv] c
-    (if-buffered: signed payloads, 3x4x4) and [conv] d (if-burst, 2x8x8) -> Accumulator fed by a
+    (if-buffered: signed payloads, 3x4x4) and [conv] d (if-burst, 2x8x8) -> Readout fed by a
     rate-gate stage on d (3/2, padded, ceil: 5x5) and an mli stage on c (its cumulative input
     is the net count sent, >= 0, so the pooled messages are signed but the states are not)."""
     rng = np.random.default_rng(9)
@@ -287,7 +287,7 @@ def gate_net() -> qir.QNetwork:
                                            pool=qir.SpikePool("rate-gate", (3, 3), (2, 2), (1, 1), True)),
                               qir.DenseSyn("c", 2 * rng.integers(-20, 21, (3, 12)),
                                            pool=qir.SpikePool("mli", (2, 2), (2, 2)))],
-                  neuron=qir.Accumulator())])
+                  neuron=qir.Readout())])
 
 
 @pytest.mark.lava

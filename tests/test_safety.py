@@ -197,7 +197,7 @@ def test_emulated_if_soft_network_stays_within_the_derived_bound(tmp_path_factor
     start = 0.5 / vth + v_init * e_v / vth
     assert (D[ok] <= (start + first + (n - 1) * per_step)[ok] + 1e-9).all()
 
-    # Accumulator: v = u + bias<<6 is the sum of the integer weights times the spikes that arrived
+    # Readout: v = u + bias<<6 is the sum of the integer weights times the spikes that arrived
     # (steps 1..n-1, one step of synaptic delay), so against the float SNN's summed output:
     # |out_q - out_f| <= sum |W_int/s - W theta| N'_q + sum |W theta| |N'_q - N'_f| + |bias/s - n b|.
     oq = qnet[out.name]

@@ -49,13 +49,13 @@ def states(qnet, x, steps) -> dict[str, np.ndarray]:
 
 # ---- clamping ----------------------------------------------------------------------------------
 def input_block(mode="if-soft", units=1, clamp_steps=0) -> qir.QNetwork:
-    """A SoftIF *input* neuron (v_init, bias) into an Accumulator: it integrates x[t-1] at step t
+    """A SoftIF *input* neuron (v_init, bias) into a Readout: it integrates x[t-1] at step t
     (no synapse delay), so any step's input can be given to it."""
     return qir.QNetwork([
         qir.Block("h", (2,), bias=np.array([2, -1]),
                   neuron=qir.SoftIF(vth=np.array([10, 7]), v_init=np.array([3, -2]), mode=mode,
                                     max_units=units, clamp_steps=clamp_steps)),
-        qir.Block("o", (1,), [qir.DenseSyn("h", np.array([[1, 1]]))], neuron=qir.Accumulator())])
+        qir.Block("o", (1,), [qir.DenseSyn("h", np.array([[1, 1]]))], neuron=qir.Readout())])
 
 
 @pytest.mark.parametrize("mode,units", [("if-soft", 1), ("if-burst", 3), ("if-buffered", 2)])
@@ -215,7 +215,7 @@ def two_blocks(clamp_steps=0, beta=None) -> qir.QNetwork:
                   neuron=qir.SoftIF(vth=np.array([20, 30, 25]), clamp_steps=clamp_steps,
                                     spicalib_beta=beta)),
         qir.Block("out", (4,), [qir.DenseSyn("c1", 2 * rng.integers(-20, 21, (4, 48)))],
-                  neuron=qir.Accumulator())])
+                  neuron=qir.Readout())])
 
 
 def test_clamp_steps_and_beta_round_trip_and_are_absent_when_unused(tmp_path):

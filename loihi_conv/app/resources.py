@@ -165,7 +165,7 @@ def _(neuron: qir.Cuba) -> dict[str, Any]:
 
 
 @neuron_params.register
-def _(neuron: qir.Accumulator) -> dict[str, Any]:
+def _(neuron: qir.Readout) -> dict[str, Any]:
     return {"vth": int(neuron.vth), "du": int(neuron.i_decay), "dv": int(neuron.v_decay),
             "bias_exp": int(neuron.bias_exp)}
 
@@ -293,7 +293,7 @@ def _vth_values(neuron) -> np.ndarray | None:
 
 
 @_vth_values.register(qir.Cuba)
-@_vth_values.register(qir.Accumulator)
+@_vth_values.register(qir.Readout)
 @_vth_values.register(qir.SoftIF)
 @_vth_values.register(qir.Delta)
 @_vth_values.register(qir.SigmaDelta)
@@ -312,7 +312,7 @@ def _vth(block, layer):
 
 def _is_netx_readout(neuron) -> bool:
     """netx's own default neuron for a dense layer without one: vThMant = 1 << 18 - 1 = 131072."""
-    return isinstance(neuron, qir.Accumulator) and int(neuron.vth) == NETX_READOUT_VTH
+    return isinstance(neuron, qir.Readout) and int(neuron.vth) == NETX_READOUT_VTH
 
 
 @rule

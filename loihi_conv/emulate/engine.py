@@ -40,7 +40,7 @@ class EmulationResult:
     (``s`` of spiking blocks is int8 0/1).
     ``spike_counts[block]``: number of non-zero out-port messages per neuron, (N, *shape) int64.
     ``readout``: the output block's final decode state (``readout.READOUT_STATE``: ``u`` of a
-    ``Accumulator``, ``v`` of a spiking SoftIF/CUBA output), (N, *out_shape) int64, else None.
+    ``Readout``, ``v`` of a spiking SoftIF/CUBA output), (N, *out_shape) int64, else None.
     ``readout_trace``: that state after every step, (N, steps, *out_shape) int32, else None (the
     "softmax" readout decodes the per-step potential).
     """

@@ -17,7 +17,7 @@ import torch
 
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.base.limits import DECAY_ONE, STATE_MAX
-from loihi_conv.fixed.qir import Accumulator, Block, Cuba, Delta, Sigma, SigmaDelta, SoftIF
+from loihi_conv.fixed.qir import Readout, Block, Cuba, Delta, Sigma, SigmaDelta, SoftIF
 from loihi_conv.fixed.softif_modes import DEFAULT_MODE, SOFTIF_MODES
 
 from .arith import abs_bound, wrap, wrap32, zeros
@@ -68,7 +68,7 @@ def decay(x: torch.Tensor, d: int) -> torch.Tensor:
 
 
 class Lif:
-    """Lava LIF, bit-accurate (PyLifModelBitAcc, lif/models.py:72-278), used for Cuba and Accumulator.
+    """Lava LIF, bit-accurate (PyLifModelBitAcc, lif/models.py:72-278), used for Cuba and Readout.
 
     Reference doc §3.4::
 
@@ -82,7 +82,7 @@ class Lif:
     msg_bound = 1
     state_names = ("u", "v")
 
-    def __init__(self, neuron: Cuba | Accumulator, block: Block):
+    def __init__(self, neuron: Cuba | Readout, block: Block):
         for name in ("i_decay", "v_decay"):
             d = int(getattr(neuron, name))
             if not 0 <= d <= DECAY_ONE:
@@ -449,7 +449,7 @@ def make_neuron(neuron, block: Block):
 
 
 make_neuron.register(Cuba, Lif)
-make_neuron.register(Accumulator, Lif)
+make_neuron.register(Readout, Lif)
 make_neuron.register(SoftIF, SoftIFRunner)
 make_neuron.register(Delta, DeltaRunner)
 make_neuron.register(SigmaDelta, SigmaDeltaRunner)

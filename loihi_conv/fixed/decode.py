@@ -5,7 +5,7 @@ encodes and decodes exactly the same way.
 
 Decoding: the readout scheme the network was converted for (``qnet.meta["recipe"]["output"]``,
 ``outputs.READOUTS``; "potential" without a recipe) turns a ``FixedRun`` -- what a backend
-recorded of the output block -- into class scores (``snn.readouts.Readout.fixed_scores``, next to each
+recorded of the output block -- into class scores (``snn.readouts.ReadoutScheme.fixed_scores``, next to each
 scheme's float rule). The "potential" scheme is the output neuron's own decode (``_scores``,
 dispatched on the neuron type).
 
@@ -25,9 +25,9 @@ from loihi_conv.fixed import qir
 from loihi_conv.snn.readouts import readout_class, readout_name
 
 # The output block's state a decode reads: its final value is a backend's ``readout``, its value
-# after every step the ``readout_trace`` (u: the Accumulator's accumulated a<<6; v: the membrane of a
+# after every step the ``readout_trace`` (u: the Readout's accumulated a<<6; v: the membrane of a
 # spiking output, which breaks spike-count ties). Emulator and Lava runner record exactly this.
-READOUT_STATE = {qir.Accumulator: "u", qir.Cuba: "v", qir.SoftIF: "v"}
+READOUT_STATE = {qir.Readout: "u", qir.Cuba: "v", qir.SoftIF: "v"}
 SPIKING = (qir.Cuba, qir.SoftIF)  # output neurons whose out-port messages are spikes
 
 
@@ -50,16 +50,16 @@ def steps_for(qnet: qir.QNetwork, timesteps: int) -> int:
 @singledispatch
 def _scores(neuron, qnet: qir.QNetwork, output: np.ndarray, readout: np.ndarray | None) -> np.ndarray:
     raise LoihiConvError(f"the output layer has a {type(neuron).__name__} neuron, which has no class-score "
-                         "readout rule", "end the network with a dense layer whose neuron is an Accumulator "
+                         "readout rule", "end the network with a dense layer whose neuron is a Readout "
                          "(NetX: no neuron group), Sigma, CUBA or SoftIF")
 
 
-@_scores.register(qir.Accumulator)
+@_scores.register(qir.Readout)
 def _(neuron, qnet, output, readout):
     # The prediction is v = u + (bias << bias_exp): u accumulates a<<6 over the run, the bias
     # enters once (the quantizer scaled it for the whole run).
     if readout is None:
-        raise LoihiConvError(f"the Accumulator output '{qnet.output.name}' is decoded from its final u, and "
+        raise LoihiConvError(f"the Readout output '{qnet.output.name}' is decoded from its final u, and "
                              "none was given", "pass the backend's readout (EmulationResult/LavaResult.readout)")
     bias = qnet.output.bias
     if bias is None:
@@ -114,12 +114,12 @@ class FixedRun:
         return np.asarray(self.readout, dtype=np.int64)
 
     def potentials(self) -> np.ndarray:
-        """``V(t)`` (N, steps, *out) float64 in ANN units after every step of an Accumulator output:
+        """``V(t)`` (N, steps, *out) float64 in ANN units after every step of a Readout output:
         ``(u(t) + t/S (bias << bias_exp)) / output_scale`` -- the quantizer scaled the bias for the
         S = ``meta["steps_run"]`` steps of the whole run (``v = u + bias<<bias_exp`` at the end),
         so step t has added t/S of it."""
         neuron = self.qnet.output.neuron
-        self._require(isinstance(neuron, qir.Accumulator), "a non-spiking Accumulator output block")
+        self._require(isinstance(neuron, qir.Readout), "a non-spiking Readout output block")
         self._require(self.trace is not None, "the output potential after every step (the backend's "
                                               "'readout_trace')")
         u = np.asarray(self.trace, dtype=np.float64)
@@ -146,7 +146,7 @@ def scores(qnet: qir.QNetwork, output: np.ndarray, readout: np.ndarray | None,
            trace: np.ndarray | None = None) -> np.ndarray:
     """Class scores (N, classes) in integer units from a batched run, by the readout scheme
     ``qnet`` was converted for: ``output`` is the out-port per step (N, steps, classes),
-    ``readout`` the final readout state (``READOUT_STATE``: u of an Accumulator, v of a spiking output)
+    ``readout`` the final readout state (``READOUT_STATE``: u of a Readout, v of a spiking output)
     (N, classes) or None, ``trace`` that state per step (N, steps, classes) -- only the
     "softmax" readout needs it (``EmulationResult.readout_trace``, ``LavaResult.readout_trace``)."""
     run = FixedRun(qnet, np.asarray(output), readout, trace)

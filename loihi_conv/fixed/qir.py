@@ -115,7 +115,7 @@ class Cuba:
 
 
 @dataclass(eq=False)
-class Accumulator:
+class Readout:
     """Non-spiking accumulator (NetX dense without a neuron group: CUBA iDecay=0, vDecay=4096,
     vThMant=131072). The prediction is its state ``u`` (sum of a<<6 over time). Its bias enters
     only ``v = u + (bias << bias_exp)`` (once, not accumulated): the quantizer scales the bias by
@@ -187,7 +187,7 @@ class Sigma:
     """NetX SDNN output neuron (``sigma_output``): sends its running sum; takes no bias."""
 
 
-NEURONS = (Cuba, Accumulator, SoftIF, Delta, SigmaDelta, Sigma)
+NEURONS = (Cuba, Readout, SoftIF, Delta, SigmaDelta, Sigma)
 
 
 # ---- blocks and network ---------------------------------------------------------------

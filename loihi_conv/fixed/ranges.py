@@ -194,7 +194,7 @@ def _(neuron: qir.SoftIF, block, a_step, a_acc, steps, in_rng):
 
 
 @_worst.register
-def _(neuron: qir.Accumulator, block, a_step, a_acc, steps, in_rng):
+def _(neuron: qir.Readout, block, a_step, a_acc, steps, in_rng):
     """u accumulates a << 6 every step (wraps); v = u + bias<<6 (saturates)."""
     (alo, ahi), (blo, bhi) = a_step, _bias_range(block)
     u = StateRange("u", int(64 * steps * alo.min()), int(64 * steps * ahi.max()), STATE_MAX, "wrap")

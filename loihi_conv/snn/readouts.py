@@ -17,16 +17,17 @@ Which scheme a graph uses: ``graph.meta["recipe"]["output"]`` (``Recipe.output``
 ``graph.meta["output_threshold"]``; ``quantize`` copies the recipe into ``qnet.meta``.
 
 Fixed-point half (per class): ``needs_spikes`` whether only a spiking quantization target (its
-messages are spikes in threshold units and it ends in an Accumulator) can run the scheme,
+messages are spikes in threshold units and it ends in a Readout) can run the scheme,
 ``output_neuron`` the float neuron the quantizer gives the output block (None: the non-spiking
-``qir.Accumulator``), ``fixed_scores(run)`` the integer class
+``qir.Readout``), ``fixed_scores(run)`` the integer class
 scores of a fixed-point run (``fixed.decode.FixedRun``; ``fixed.decode.scores`` dispatches here).
 
 * potential: the output block's own decode (``fixed.decode.FixedRun.potential``);
 * spikes: the output block is a spiking population (SoftIF on if-soft, CUBA with reset to zero
   -- an approximation -- on cuba): scores = ``count * K + rank(final v)``;
 * softmax: Loihi neurons cannot compete through a softmax (an exp per neuron and one random
-  draw shared by the population), so it is a host-side decode: the output stays the Accumulator, the run records its potential per step and the same seeded draws are made here.
+  draw shared by the population), so it is a host-side decode: the output stays the Readout
+  accumulator, the run records its potential per step and the same seeded draws are made here.
 
 Layouts: ``z(t)`` and every state/score tensor are (N, K) -- or (N, K, H, W) for a
 convolutional output -- with the class (channel) dim 1, PyTorch order; fixed-point arrays are
@@ -47,7 +48,7 @@ from loihi_conv.snn.neurons import get_neuron_model
 Tensor = torch.Tensor
 State = dict[str, Tensor]
 
-READOUTS: dict[str, type["Readout"]] = {}
+READOUTS: dict[str, type["ReadoutScheme"]] = {}
 DEFAULT_READOUT = "potential"
 THRESHOLD_PROBE = "/output-threshold"  # suffix of the ReLU ``convert`` observes the output through
 
@@ -67,7 +68,7 @@ class RecordedRun(Protocol):
 register_readout = registrar(READOUTS, "readout scheme (``Recipe.output``)")
 
 
-def readout_class(name: str) -> type["Readout"]:
+def readout_class(name: str) -> type["ReadoutScheme"]:
     """The scheme registered as ``name``; a LoihiConvError lists the known names otherwise."""
     return lookup(READOUTS, name, "output readout")
 
@@ -78,7 +79,7 @@ def readout_name(graph: ir.Graph) -> str:
     return (graph.meta.get("recipe") or {}).get("output", DEFAULT_READOUT)
 
 
-def make_readout(graph: ir.Graph) -> "Readout":
+def make_readout(graph: ir.Graph) -> "ReadoutScheme":
     """The readout of ``graph``, configured from its meta (seed, output threshold)."""
     return readout_class(readout_name(graph))(graph)
 
@@ -108,7 +109,7 @@ def _int_scores(counts: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.asarray(counts, dtype=np.int64) * k + rank
 
 
-class Readout:
+class ReadoutScheme:
     """A readout scheme; one instance per ``simulate`` call, one state per batch.
 
     ``init_state(z)`` takes the first step's output value (for shape/dtype only), ``step``
@@ -137,7 +138,7 @@ class Readout:
     @classmethod
     def output_neuron(cls, graph: ir.Graph, shape: tuple[int, ...]) -> ir.Neuron | None:
         """The float neuron the quantizer gives the output block of ``shape`` (C, ...): None keeps
-        the non-spiking Accumulator accumulator."""
+        the non-spiking Readout accumulator."""
         return None
 
     @classmethod
@@ -147,10 +148,10 @@ class Readout:
 
 
 @register_readout("potential")
-class PotentialReadout(Readout):
+class PotentialReadout(ReadoutScheme):
     """Non-spiking accumulator: scores = ``sum_t z(t)`` over the steps run (RetinaNet paper,
     potential encoding of the output; docs/architecture.md). Fixed point: the output block's own
-    decode (Accumulator ``v = u + bias<<bias_exp``, Sigma's last sum, a spiking block's counts)."""
+    decode (Readout ``v = u + bias<<bias_exp``, Sigma's last sum, a spiking block's counts)."""
 
     def scores(self, state: State) -> Tensor:
         return state["potential"].clone()
@@ -161,7 +162,7 @@ class PotentialReadout(Readout):
 
 
 @register_readout("spikes")
-class SpikeCountReadout(Readout):
+class SpikeCountReadout(ReadoutScheme):
     """The output layer as IF neurons with reset by subtraction (Rueckauer et al. 2016 eq. 4b)
     and threshold ``theta_out`` = the normalizer's value for the output (one for all classes, the
     max over classes when channel-wise: per-class thresholds would rescale the counts of the
@@ -220,7 +221,7 @@ class SpikeCountReadout(Readout):
 
 
 @register_readout("softmax")
-class SoftmaxReadout(Readout):
+class SoftmaxReadout(ReadoutScheme):
     """Spiking softmax (Rueckauer et al. 2016 §3.5, after Nessler et al. 2009): the output
     neurons do not fire on their own but accumulate their input, ``V(t) = sum_{tau<=t} z(tau)``;
     an external generator fires with probability ``rate`` per step and sample, and when it does
@@ -233,7 +234,7 @@ class SoftmaxReadout(Readout):
     Deviation: no reset of V after a spike -- the paper says the neurons "simply accumulate
     their inputs" (the SNN Toolbox code resets the winner to zero).
 
-    Fixed point: host-side (module doc). The run's per-step Accumulator potential gives ``V(t)`` in
+    Fixed point: host-side (module doc). The run's per-step Readout potential gives ``V(t)`` in
     ANN units (``fixed.decode.FixedRun.potentials``); the draws are the float ones -- same seed, same
     ``batch`` chunks of samples, float32 as in the simulator -- so the same potentials give the
     same spikes. Scores = ``count * K + rank(V)``.

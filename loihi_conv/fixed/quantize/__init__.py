@@ -56,7 +56,7 @@ def quantize(snn: ir.Graph, target: str = "if-soft", timesteps: int = 64,
     with _one_thread():
         blocks = fold(snn)
         _check_pools(blocks, target)
-        blocks[-1].neuron = scheme.output_neuron(snn, tuple(blocks[-1].shape))  # None: Accumulator
+        blocks[-1].neuron = scheme.output_neuron(snn, tuple(blocks[-1].shape))  # None: Readout
         unknown = sorted(set(options.scales) - {b.name for b in blocks[1:]})
         if unknown:
             raise LoihiConvError(f"quantize: scales= names unknown block(s) {', '.join(unknown)}",

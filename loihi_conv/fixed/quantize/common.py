@@ -41,7 +41,7 @@ def register_target(name: str, spiking: bool = False, neuron_models: tuple[str, 
                     starts: tuple[dict, ...] = ()):
     """Decorator: make ``fn(ctx) -> QNetwork`` the quantization target ``name``.
 
-    ``spiking``: its blocks send spikes in threshold units and it ends in an Accumulator, so it
+    ``spiking``: its blocks send spikes in threshold units and it ends in a Readout, so it
     runs the spiking readouts and a qir.SpikePool stage can pool its messages (sdnn's messages
     are changes of an activation: a max of them means nothing). For the recipe search: the
     float ``neuron_models`` it can run, the conversion-method ``recipe_knobs`` whose effect it

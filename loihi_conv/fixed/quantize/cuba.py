@@ -119,5 +119,5 @@ def _threshold_error(data, weights, sigma: torch.Tensor, keep: torch.Tensor) -> 
                  starts=({"neuron_model": "if-zero", "normalizer": "mmse", "mmse_rounding": "zero",
                           "clip_round": True, "lcp": True},))
 def quantize_cuba(ctx: Context) -> qir.QNetwork:
-    """SNN IR -> CUBA blocks + Accumulator (docs/targets.md, "cuba")."""
+    """SNN IR -> CUBA blocks + Readout (docs/targets.md, "cuba")."""
     return quantize_spiking(ctx, CubaRule())

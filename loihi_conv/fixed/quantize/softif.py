@@ -120,5 +120,5 @@ def _ints(t: torch.Tensor) -> np.ndarray:
                  recipe_knobs=("v_init", "clip_round", "clamp_delay", "lcp", "acp", "acp_weights", "max_pool"),
                  recipe_fixed={"acp_granularity": "channel"})  # per-channel v(0): SoftIF v_init
 def quantize_softif(ctx: Context) -> qir.QNetwork:
-    """SNN IR -> SoftIF blocks + Accumulator (docs/targets.md, "if-soft")."""
+    """SNN IR -> SoftIF blocks + Readout (docs/targets.md, "if-soft")."""
     return quantize_spiking(ctx, SoftIFRule())

@@ -1,5 +1,5 @@
 """The shared driver of the spiking targets (``if-soft``, ``cuba``): graded input block, one
-spiking block per IR Neuron, a ``Accumulator`` output block.
+spiking block per IR Neuron, a ``Readout`` output block.
 
 Integer mapping (docs/targets.md, "Spiking targets"). The float neuron integrates
 ``v += sum W (s theta_in) + b`` and fires at ``theta_out``; the fixed-point neuron integrates
@@ -173,7 +173,7 @@ def _weight_bias_problems(block: FBlock, data, weights, bias, opts) -> list[Prob
 
 # ---- readout --------------------------------------------------------------------------------
 def readout_candidate(block: FBlock, data: list[SynData], ctx: Context, sigma_s: float) -> Candidate:
-    """The Accumulator block at scale ``sigma``: ``u = sum_t a_t << 6`` must not wrap. With calibration
+    """The Readout block at scale ``sigma``: ``u = sum_t a_t << 6`` must not wrap. With calibration
     data the estimated ``64 T |sum W_int rate|`` (and ``v = u + bias<<6``) keeps ``readout_margin``
     of the range free; without it the worst case (every source spiking every step) must fit."""
     co = block.channels
@@ -181,7 +181,7 @@ def readout_candidate(block: FBlock, data: list[SynData], ctx: Context, sigma_s:
     weights = [int_weight(d.wk, sigma, ctx.opts) for d in data]
     steps = ctx.steps_run
     bias = None if block.bias is None else torch.round(block.bias * steps * _bias_sigma(block, sigma))
-    cand = Candidate(sigma_s, sigma, weights, bias, qir.Accumulator(), norm_int=sigma,
+    cand = Candidate(sigma_s, sigma, weights, bias, qir.Readout(), norm_int=sigma,
                      norm=torch.ones(co, dtype=DT))
     cand.problems = _weight_bias_problems(block, data, weights, bias, ctx.opts)
     rows = clipped_channels([d.wk for d in data], sigma, ctx.opts)
@@ -325,7 +325,7 @@ def syn_data(block: FBlock, srcs: dict[str, Source], shapes: dict[str, tuple]) -
 def search_block(block: FBlock, data: list[SynData], ctx: Context, rule: HiddenRule) -> tuple[Candidate, bool]:
     """Best candidate for one hidden or output block (a user scale override is the only candidate)."""
     opts = ctx.opts
-    if block.role == "output" and block.neuron is None:  # the Accumulator accumulator (a spiking
+    if block.role == "output" and block.neuron is None:  # the Readout accumulator (a spiking
         # output -- Recipe.output 'spikes' -- has a neuron and is mapped like a hidden block)
         make = lambda s: readout_candidate(block, data, ctx, s)  # noqa: E731
         top = readout_limit(block, data, ctx)
