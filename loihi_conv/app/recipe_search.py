@@ -39,7 +39,6 @@ from loihi_conv.frontend import ir
 from loihi_conv.frontend.ops import forward
 from loihi_conv.frontend.prepare import prepare
 from loihi_conv.snn.neurons import NEURON_MODELS
-from loihi_conv.snn.pooling import POOLING_SCHEMES
 
 DEFAULT_BUDGET = 240.0  # seconds; the bound is 5 minutes per (model, target, T)
 DEFAULT_HELDOUT = 1000
@@ -140,13 +139,15 @@ def space(graph: ir.Graph, target: str, fixed: dict[str, Any]) -> list[tuple[str
             for knob, dom in NEURON_MODELS[model].knobs.items():
                 add(f"neuron_params.{knob}", dom, ("neuron_model", (model,)))
     for knob in profile.recipe_knobs:
-        if knob == "max_pool":
-            if graph.of_type(ir.MaxPool2d):
-                add(knob, Choice(tuple(POOLING_SCHEMES)))
-        elif knob == "acp_weights":
-            add(knob, METHOD_KNOBS[knob], ("acp", (True,)) if "acp" not in fixed else None)
-        else:
-            add(knob, METHOD_KNOBS[knob])
+        dom = METHOD_KNOBS[knob]
+        if dom.only_for is not None and not graph.of_type(dom.only_for):
+            continue  # e.g. no MaxPool2d: the max-pool scheme changes nothing
+        if dom.requires is None:
+            add(knob, dom)
+        elif dom.requires[0] not in fixed:
+            add(knob, dom, (dom.requires[0], (dom.requires[1],)))
+        elif fixed[dom.requires[0]] == dom.requires[1]:
+            add(knob, dom)
     return out
 
 

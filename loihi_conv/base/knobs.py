@@ -9,8 +9,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Choice:
-    """One of ``values`` (a categorical knob; ordered values are still tried by name)."""
+    """One of ``values`` (a categorical knob; ordered values are still tried by name).
+
+    ``requires``: (knob, value) that must hold for this knob to matter (ACP weights need ACP);
+    ``only_for``: an IR node type the graph must contain for it to matter (a max-pool scheme
+    needs a MaxPool2d)."""
     values: tuple[Any, ...]
+    requires: tuple[str, Any] | None = None
+    only_for: type | None = None
 
 
 Knobs = dict[str, Choice]  # recipe field (or neuron param) -> its domain

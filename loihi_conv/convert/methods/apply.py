@@ -7,7 +7,7 @@ import torch
 from loihi_conv.base.knobs import Choice, Knobs
 from loihi_conv.convert.methods.calibrate import WeightCalibration, calibrate, clamp, clip_round_bias
 from loihi_conv.frontend import ir
-
+from loihi_conv.snn.pooling import POOLING_SCHEMES
 
 # The recipe switches of these methods and what the recipe search may choose for them; a target
 # lists the ones whose effect it keeps (``fixed.quantize.register_target(recipe_knobs=...)``).
@@ -17,7 +17,8 @@ METHOD_KNOBS: Knobs = {
     "clamp_delay": Choice((0, 1, 2)),      # RetinaNet paper: voltage clamping
     "lcp": Choice((False, True)),          # calibration paper eq. 20
     "acp": Choice((False, True)),          # calibration paper eq. 22
-    "acp_weights": Choice((False, True)),  # calibration paper eq. 23 (needs acp)
+    "acp_weights": Choice((False, True), requires=("acp", True)),  # calibration paper eq. 23
+    "max_pool": Choice(tuple(POOLING_SCHEMES), only_for=ir.MaxPool2d),  # spiking max-pool scheme
 }
 
 
