@@ -232,9 +232,10 @@ def search(module: torch.nn.Module, dataset: str, input_shape: tuple[int, ...], 
             correct += int((torch.as_tensor(emulator_predictions(qnet, xc, int(timesteps))) == yc).sum())
             seen += len(yc)
             trial.report(correct / seen, k)
-            if k + 1 < len(chunks) and trial.should_prune():
-                records.append(TrialRecord(trial.number, overrides, correct / seen, time.perf_counter() - t0,
-                                           "pruned"))
+            late = budget is not None and bool(best) and time.perf_counter() - t_start > budget
+            if k + 1 < len(chunks) and (trial.should_prune() or late):  # Optuna's timeout waits for
+                records.append(TrialRecord(trial.number, overrides, correct / seen,  # a running trial
+                                           time.perf_counter() - t0, "pruned", "over budget" if late else ""))
                 raise optuna.TrialPruned()
         acc = correct / seen
         records.append(TrialRecord(trial.number, overrides, acc, time.perf_counter() - t0, "complete"))
