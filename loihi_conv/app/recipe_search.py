@@ -10,8 +10,9 @@ The space is declared by the units themselves: each normalizer its ``knobs``, ea
 its params' ``knobs``, the conversion methods their switches (``convert.methods.METHOD_KNOBS``),
 and each target which neuron models and method switches it keeps
 (``fixed.quantize.register_target``). A knob the caller fixed is not searched. The first trials
-are today's defaults and the calibration paper's recipe, so the search never returns worse than
-those on the held-out images.
+are the target's own start points, the calibration paper's recipe and today's defaults (in that
+order: a tight budget may allow only one or two), so with a budget for them the search never
+returns worse than those on the held-out images.
 
 Data: calibration = the recipe's seeded ``calib_size`` training images (``data.calibration_batches``);
 held-out = the next ``heldout`` images of the same seeded permutation, so the two never overlap.
@@ -45,7 +46,7 @@ DEFAULT_HELDOUT = 1000
 CHUNKS = 4  # held-out images are scored in this many chunks; the pruner looks after each
 # Starting points, tried first (in this order, after the target's own, ``register_target(starts=)``)
 # as far as the space allows (knobs it lacks are dropped, knobs a point does not name take the
-# Recipe default): the defaults; the calibration
+# Recipe default; tried after the others): the defaults; the calibration
 # paper's recipe (MMSE thresholds, ClipRound, LCP + ACP); that with multi-bit spikes and
 # voltage clamping (the best T=8 recipe of benchmarks/results/low_latency.md); the RetinaNet
 # paper's unbiased quantization with clamping.
@@ -166,7 +167,8 @@ def _suggest(trial, knobs) -> dict[str, Any]:
 
 
 def _start_points(knobs, target: str) -> list[dict[str, Any]]:
-    """The defaults, the target's own ``starts``, then ``STARTS``, in the space: a value the space
+    """The target's own ``starts``, then ``STARTS`` with the defaults last (a tight budget may
+    allow only a trial or two: the known-strong recipes go first), in the space: a value the space
     cannot take, or a knob a start does not name, becomes the Recipe default (the first choice
     where the default is not one)."""
     defaults = Recipe().to_dict()
@@ -178,7 +180,7 @@ def _start_points(knobs, target: str) -> list[dict[str, Any]]:
         return dom.values[0]
 
     points = []
-    for start in (STARTS[0], *TARGETS[target].starts, *STARTS[1:]):
+    for start in (*TARGETS[target].starts, *STARTS[1:], STARTS[0]):  # strongest first: budgets can be tight
         point = {n: value(n, dom, start) for n, dom, _ in knobs}
         if point not in points:
             points.append(point)
