@@ -47,6 +47,15 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _accuracy_axes(ax, xlabel: str, legend_loc: str, title: str, samples: int | None) -> None:
+    """Labels, grid, legend and title shared by the accuracy figures."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc=legend_loc, fontsize=8)
+    ax.set_title(title + (f" ({samples} test images)" if samples else ""), fontsize=10)
+
+
 # ---- accuracy vs T ---------------------------------------------------------------------------------
 def accuracy_vs_t(curves: Mapping[str, Mapping[int, float]], ann: float | None = None,
                   title: str = "", samples: int | None = None) -> Figure:
@@ -65,11 +74,7 @@ def accuracy_vs_t(curves: Mapping[str, Mapping[int, float]], ann: float | None =
     ax.set_xscale("log", base=2)
     if all_t:
         ax.set_xticks(sorted(all_t), [str(t) for t in sorted(all_t)])
-    ax.set_xlabel("readout window T (time steps)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title + (f" ({samples} test images)" if samples else ""), fontsize=10)
+    _accuracy_axes(ax, "readout window T (time steps)", "lower right", title, samples)
     return fig
 
 
@@ -115,11 +120,7 @@ def accuracy_vs_steps(lines: Mapping[str, Sequence[tuple[int, int, float]]], ann
         lo, hi = 100 * min(drawn), 100 * max(drawn)
         span = max(hi - lo, 1.0)
         ax.set_ylim(lo - 0.18 * span, hi + 0.08 * span)
-    ax.set_xlabel("steps run (T + network depth): what a user waits for")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title(title + (f" ({samples} test images)" if samples else ""), fontsize=10)
+    _accuracy_axes(ax, "steps run (T + network depth): what a user waits for", "best", title, samples)
     return fig
 
 
