@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 import netx_export
 from loihi_conv.app.cli import main
@@ -21,7 +20,6 @@ from loihi_conv.emulate import emulator_predictions
 
 MODEL = '''\
 import torch
-from torch import nn
 
 
 class Net(nn.Module):

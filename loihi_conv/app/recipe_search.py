@@ -36,11 +36,13 @@ from loihi_conv.convert.normalize import NORMALIZERS
 from loihi_conv.emulate import emulator_predictions
 from loihi_conv.fixed import qir
 from loihi_conv.fixed.quantize import TARGETS, quantize
+from loihi_conv.fixed.quantize.rounding import QUANTIZE_KNOBS
 from loihi_conv.frontend import ir
 from loihi_conv.frontend.ops import forward
 from loihi_conv.frontend.prepare import prepare
 from loihi_conv.snn.neurons import NEURON_MODELS
 
+KNOBS = {**METHOD_KNOBS, **QUANTIZE_KNOBS}  # what a target's ``recipe_knobs`` may name
 DEFAULT_BUDGET = 240.0  # seconds; the bound is 5 minutes per (model, target, T)
 DEFAULT_HELDOUT = 1000
 CHUNKS = 4  # held-out images are scored in this many chunks; the pruner looks after each
@@ -140,7 +142,7 @@ def space(graph: ir.Graph, target: str, fixed: dict[str, Any]) -> list[tuple[str
             for knob, dom in NEURON_MODELS[model].knobs.items():
                 add(f"neuron_params.{knob}", dom, ("neuron_model", (model,)))
     for knob in profile.recipe_knobs:
-        dom = METHOD_KNOBS[knob]
+        dom = KNOBS[knob]
         if dom.only_for is not None and not graph.of_type(dom.only_for):
             continue  # e.g. no MaxPool2d: the max-pool scheme changes nothing
         if dom.requires is None:

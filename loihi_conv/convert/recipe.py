@@ -18,7 +18,7 @@ from loihi_conv.base.errors import LoihiConvError, reject_unknown
 # its normalizers, ``loihi_conv.snn.neurons`` its models), never by importing plugins from here.
 from loihi_conv.convert.methods.thresholds import ROUNDINGS
 from loihi_conv.convert.normalize import GRANULARITIES, NORMALIZERS
-from loihi_conv.snn.neurons import NEURON_MODELS, clip_floor_rate, threshold_scale
+from loihi_conv.snn.neurons import NEURON_MODELS, has_count_curve, threshold_scale
 from loihi_conv.snn.pooling import POOLING_SCHEMES
 from loihi_conv.snn.readouts import READOUTS
 
@@ -62,11 +62,16 @@ class Recipe:
     acp             potential calibration v(0) = T e (calibration paper, ACP, eq. 22).
     acp_granularity "neuron" (the paper; float SNN only) or "channel" (exports to if-soft).
     calib_sim_size  calibration samples simulated by LCP/ACP (one batch, the paper).
-    acp_weights     with acp: also calibrate each layer's weights (calibration paper, ACP weights
-                    calibration, eq. 23) on up to calib_size samples (the paper: 1024).
+    acp_weights     calibrate each layer's weights (calibration paper, ACP weights calibration,
+                    eq. 23) on up to calib_size samples (the paper: 1024), on the neuron's own
+                    constant-input count curve (``NeuronModel.count_curve``); the paper runs it
+                    with acp, the reset-to-zero neuron (if-zero, cuba: no v(0)) without.
     acp_iterations  Adam steps per layer of the weights calibration (the paper: 5000).
     acp_lr          initial learning rate of those steps, cosine-decayed to 0 (the paper: 1e-5
                     with SGD; Adam here, see methods.calibrate.WeightCalibration).
+    --- quantization ---
+    weight_rounding how the quantizer rounds weights to integers (``fixed.quantize.WEIGHT_ROUNDINGS``):
+                    "nearest" or "gptq" (data-aware rounding on the calibration messages).
     """
 
     normalizer: str = "percentile"
@@ -96,6 +101,7 @@ class Recipe:
     acp_weights: bool = False
     acp_iterations: int = 300
     acp_lr: float = 3e-4
+    weight_rounding: str = "nearest"
 
     def __post_init__(self) -> None:
         self.timesteps = tuple(self.timesteps)
@@ -136,13 +142,11 @@ class Recipe:
             bad(f"acp_granularity={self.acp_granularity!r} is unknown", "use 'neuron' or 'channel'")
         if not isinstance(self.acp_weights, bool):
             bad(f"acp_weights={self.acp_weights!r} must be true or false", "use acp_weights=true")
-        if self.acp_weights and not clip_floor_rate(self.neuron_model, self.neuron_params):
-            bad(f"acp_weights models the soft-reset IF neuron's rate (ClipRound, eq. 21), not "
-                f"{self.neuron_model!r} {self.neuron_params or ''}",
-                "use neuron_model 'if-soft', 'if-burst' or 'if-multibit' with s_max <= 2, or acp_weights=false")
-        if self.acp_weights and self.acp is not True:
-            bad("acp_weights=true needs acp=true (weights calibration is the second half of ACP)",
-                "set acp=true as well, or acp_weights=false")
+        if self.acp_weights and not has_count_curve(self.neuron_model, self.neuron_params):
+            bad(f"acp_weights fits the neuron's constant-input spike count, which {self.neuron_model!r} "
+                f"{self.neuron_params or ''} has no closed form for",
+                "use neuron_model 'if-soft', 'if-zero', 'if-burst' or 'if-multibit' with s_max <= 2, "
+                "or acp_weights=false")
         if not _is_int(self.acp_iterations) or self.acp_iterations <= 0:
             bad(f"acp_iterations={self.acp_iterations!r} must be a positive integer",
                 f"use e.g. acp_iterations={Recipe.acp_iterations}")
@@ -160,6 +164,8 @@ class Recipe:
             bad(f"unknown max_pool {self.max_pool!r}", f"use one of: {', '.join(sorted(POOLING_SCHEMES))}")
         if not isinstance(self.output, str) or self.output not in READOUTS:
             bad(f"unknown output {self.output!r}", f"use one of: {', '.join(sorted(READOUTS))}")
+        if not isinstance(self.weight_rounding, str):  # its names are checked by the quantizer
+            bad(f"weight_rounding={self.weight_rounding!r} must be a name", "use 'nearest' or 'gptq'")
         if not isinstance(self.nonzero, bool):
             bad(f"nonzero={self.nonzero!r} must be true or false", "use nonzero=true")
         return self

@@ -62,11 +62,14 @@ def recipe_options(fn):
     @click.option("--acp/--no-acp", "acp", default=None,
                   help="ACP potential calibration v(0) = T e (calibration paper eq. 22).")
     @click.option("--acp-weights/--no-acp-weights", "acp_weights", default=None,
-                  help="With --acp: also calibrate each layer's weights (calibration paper eq. 23).")
+                  help="Calibrate each layer's weights on its neuron's count curve (calibration paper "
+                       "eq. 23; with --acp as in the paper, alone for if-zero/cuba).")
     @click.option("--acp-granularity", type=click.Choice(["neuron", "channel"]), default=None,
                   help="ACP v(0) per neuron (float SNN only) or per channel (exports to if-soft).")
     @click.option("--max-pool", default=None, help="Spiking max-pool: mli | rate-gate | spike-max | avg.")
     @click.option("--output", default=None, help="Output readout: potential | spikes | softmax.")
+    @click.option("--weight-rounding", default=None,
+                  help="Integer weights: nearest | gptq (data-aware rounding on calibration data).")
     @functools.wraps(fn)
     def wrapper(*a, **k):
         return fn(*a, **k)
@@ -82,7 +85,7 @@ def build_recipe(recipe_file: str | None, **overrides) -> Recipe:
 
 RECIPE_KEYS = ("normalizer", "percentile", "granularity", "neuron_model", "neuron_params", "v_init",
                "calib_size", "calib_timesteps", "mmse_rounding", "clip_round", "clamp_delay", "lcp", "acp",
-               "acp_weights", "acp_granularity", "max_pool", "output")
+               "acp_weights", "acp_granularity", "max_pool", "output", "weight_rounding")
 
 
 def pop_recipe(kwargs: dict) -> Recipe:

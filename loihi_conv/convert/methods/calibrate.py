@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.frontend import ir, ops
-from loihi_conv.snn.neurons import channel_view, clip_floor_rate, max_units
+from loihi_conv.snn.neurons import NEURON_MODELS, channel_view, has_count_curve
 from loihi_conv.snn.simulate import levels, simulate
 
 Tensor = torch.Tensor
@@ -214,27 +214,23 @@ def cache_layer(snn: ir.Graph, ann: ir.Graph, x: Tensor, T: int, delay: int, nam
 
 
 def _check_soft_reset(node: ir.Neuron) -> None:
-    if not clip_floor_rate(node.model, node.params):
-        raise LoihiConvError(f"weights calibration models the soft-reset IF neuron's rate (eq. 21); neuron "
-                             f"{node.name} is {node.model!r} {node.params or ''}",
-                             "convert with neuron_model 'if-soft', 'if-burst' or 'if-multibit' with s_max <= 2")
-
-
-def _floor_ste(u: Tensor) -> Tensor:
-    """floor with the straight-through gradient d floor(u)/du = 1 (calibration paper eq. 24)."""
-    return u + (torch.floor(u) - u).detach()
+    if not has_count_curve(node.model, node.params):
+        raise LoihiConvError(f"weights calibration fits the neuron's constant-input spike count, which "
+                             f"{node.name} ({node.model!r} {node.params or ''}) has no closed form for",
+                             "convert with neuron_model 'if-soft', 'if-zero', 'if-burst' or 'if-multibit' "
+                             "with s_max <= 2")
 
 
 def layer_rates(syn: ir.Conv2d | ir.Linear, node: ir.Neuron, inputs: Tensor, rest: Tensor, steps: int,
                 window: int) -> Tensor:
     """Calibration paper eq. (21), differentiable in ``syn.weight`` through eq. (24): the
-    soft-reset IF neuron's output in ANN units for constant input,
-    ``theta/window * clip(floor((steps * syn(inputs) + rest) / theta), 0, U * window)`` --
-    ClipFloor of the charge, ClipRound when the ClipRound bias (or v(0) = theta/2) is in it;
-    U = the model's units per step (1 for if-soft, Γ for if-burst)."""
+    neuron's output in ANN units for constant input, ``theta/window * count(q)`` with the
+    charge ``q = (steps * syn(inputs) + rest) / theta`` and the model's ``count_curve`` --
+    ClipFloor of the charge for the soft-reset models (ClipRound when the ClipRound bias or
+    v(0) = theta/2 is in it), the reset-to-zero staircase for if-zero."""
     theta = channel_view(node.threshold.float(), (1,) + tuple(node.shape))
     charge = steps * ops.apply(syn, inputs) + rest
-    return _floor_ste(charge / theta).clamp(0, window * max_units(node)) * theta / window
+    return NEURON_MODELS[node.model].count_curve(node, charge / theta, window) * theta / window
 
 
 def calibrate_weights(snn: ir.Graph, node: ir.Neuron, cache: LayerCache, opt: WeightCalibration) -> tuple[float, float]:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.registry import lookup
 from loihi_conv.fixed import qir
 from loihi_conv.frontend import ir
 from loihi_conv.snn.readouts import readout_class, readout_name
@@ -26,10 +27,11 @@ from loihi_conv.snn.readouts import readout_class, readout_name
 from . import cuba, sdnn, softif  # noqa: F401  (register the targets)
 from .blocks import DT, fold, hops
 from .common import TARGETS, Context, Options, QuantizeWarning, register_target, spiking_targets
+from .rounding import WEIGHT_ROUNDINGS
 
 SYNTHETIC_SAMPLES = 64
 
-__all__ = ["quantize", "TARGETS", "register_target",
+__all__ = ["quantize", "TARGETS", "register_target", "WEIGHT_ROUNDINGS",
            "QuantizeWarning", "Options", "fold"]
 
 
@@ -50,7 +52,9 @@ def quantize(snn: ir.Graph, target: str = "if-soft", timesteps: int = 64,
     if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
         raise LoihiConvError(f"timesteps={timesteps!r} must be a positive integer",
                              "pass the readout window T, e.g. timesteps=64")
+    opts.setdefault("weight_rounding", snn.meta.get("recipe", {}).get("weight_rounding", "nearest"))
     options = Options.build(opts)
+    lookup(WEIGHT_ROUNDINGS, options.weight_rounding, "weight rounding")
     scheme = readout_class(readout_name(snn))  # Recipe.output: what the output block must be
     _check_readout(scheme, target)
     with _one_thread():

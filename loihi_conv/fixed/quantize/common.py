@@ -85,6 +85,9 @@ class Options:
     sdnn_margin     same for SDNN payloads (16-bit) and states (24-bit).
     sdnn_vth        SDNN delta threshold as a fraction of the layer's mean theta (0: send every
                     change).
+    weight_rounding how weights at the chosen scale become integers (``rounding.WEIGHT_ROUNDINGS``):
+                    "nearest" or "gptq" (data-aware, on the calibration messages). Default: the
+                    SNN's recipe (``Recipe.weight_rounding``), else "nearest".
     grid            candidate scales per octave in the scale search.
     calib_samples   calibration samples used at most (seeded random subset).
     seed            seed for that subset and for synthetic data.
@@ -100,6 +103,7 @@ class Options:
     readout_margin: float = 0.5
     sdnn_margin: float = 0.5
     sdnn_vth: float = 0.0
+    weight_rounding: str = "nearest"
     grid: int = 16
     calib_samples: int = 256
     seed: int = 0

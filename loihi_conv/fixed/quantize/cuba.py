@@ -113,11 +113,14 @@ def _threshold_error(data, weights, sigma: torch.Tensor, keep: torch.Tensor) -> 
 
 # CUBA starts at v = 0 (v_init, ACP's v(0) dropped) and has no step counter (no clamping). Its
 # neuron resets to zero, so the float model it runs exactly is if-zero, with MMSE thresholds for
-# the reset-to-zero rate curve and LCP biases calibrated on that model.
+# the reset-to-zero rate curve, LCP biases and weights (ACP weights calibration on the
+# reset-to-zero count curve, without ACP's v(0)) calibrated on that model.
 @register_target("cuba", spiking=True, neuron_models=("if-zero", "if-soft"),
-                 recipe_knobs=("clip_round", "lcp", "max_pool"),
+                 recipe_knobs=("clip_round", "lcp", "acp_weights", "max_pool"),
                  starts=({"neuron_model": "if-zero", "normalizer": "mmse", "mmse_rounding": "zero",
-                          "clip_round": True, "lcp": True},))
+                          "clip_round": True, "lcp": True, "acp_weights": True},
+                         {"neuron_model": "if-zero", "normalizer": "mmse", "mmse_rounding": "zero",
+                          "clip_round": True, "lcp": True}))
 def quantize_cuba(ctx: Context) -> qir.QNetwork:
     """SNN IR -> CUBA blocks + Readout (docs/targets.md, "cuba")."""
     return quantize_spiking(ctx, CubaRule())

@@ -51,6 +51,7 @@ from .common import (
     relative_error,
     to_qsyn,
 )
+from .rounding import round_weights
 from .spiking import INPUT_SCALE_STEPS
 
 Tensor = torch.Tensor
@@ -217,7 +218,8 @@ def _self_limit(block: FBlock, st: dict, opts) -> float:
 
 
 # SigmaDelta is a plain ReLU: neuron model, v_init and the spiking methods do not apply.
-@register_target("sdnn", recipe_fixed={"max_pool": "avg"})
+@register_target("sdnn", recipe_fixed={"max_pool": "avg"}, recipe_knobs=("weight_rounding",),
+                 starts=({"weight_rounding": "gptq"},))
 def quantize_sdnn(ctx: Context) -> qir.QNetwork:
     """SNN IR (read as its ANN) -> Delta input, SigmaDelta hidden blocks, Sigma output."""
     opts = ctx.opts
@@ -233,6 +235,7 @@ def quantize_sdnn(ctx: Context) -> qir.QNetwork:
     for b in ctx.blocks[1:]:
         cand, data = sched.candidate(b, u)
         cand.error = sched.cost(b, u)
+        cand.weights = round_weights(data, cand.sigma, opts)  # the search compared round-to-nearest
         problems += cand.problems
         st = stats[b.name]
         qblocks.append(qir.Block(b.name, tuple(b.shape), [to_qsyn(d.syn, w) for d, w in zip(data, cand.weights)],

@@ -47,6 +47,7 @@ from .common import (
     to_qsyn,
     with_weight,
 )
+from .rounding import round_weights
 
 Tensor = torch.Tensor
 STEP_LIMIT = STATE_MAX >> ACT_SHIFT  # |a| and vth + a + bias per step must stay below this
@@ -382,6 +383,7 @@ def quantize_spiking(ctx: Context, rule: HiddenRule) -> qir.QNetwork:
         cand, ok = search_block(b, data, ctx, rule)
         if not ok:
             problems += cand.problems
+        cand.weights = round_weights(data, cand.sigma, ctx.opts)  # same grid and limits as the search's
         qblocks.append(qir.Block(b.name, tuple(b.shape), [to_qsyn(d.syn, w) for d, w in zip(data, cand.weights)],
                                  None if cand.bias is None else _np(cand.bias), cand.neuron))
         note = rule.models[b.neuron.model] if b.neuron is not None else "exact"

@@ -7,8 +7,8 @@ in ``loihi_conv/fixed/softif_modes/`` (docs/architecture.md, "Adding a neuron mo
 """
 # the skeleton first: the model files register into its NEURON_MODELS (spicalib builds on the others).
 from loihi_conv.snn.neurons.neuron_model import (  # noqa: F401  (the package's API)
-    NEURON_MODELS, MultiUnit, NeuronModel, State, Tensor, adjust, channel_view, clip_floor_rate, get_neuron_model,
-    int_param, max_units, register_neuron, threshold_scale)
+    NEURON_MODELS, MultiUnit, NeuronModel, State, Tensor, adjust, channel_view, floor_ste,
+    get_neuron_model, has_count_curve, int_param, max_units, register_neuron, threshold_scale)
 
 from loihi_conv.snn.neurons import if_soft, if_zero, if_burst, if_multibit, if_buffered  # noqa: E402,F401,I001
 from loihi_conv.snn.neurons import spicalib  # noqa: E402,F401,I001

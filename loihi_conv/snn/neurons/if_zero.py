@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from loihi_conv.frontend import ir
 from loihi_conv.snn.neurons.neuron_model import NeuronModel, State, Tensor, register_neuron
 
 
@@ -13,6 +14,16 @@ class ZeroResetIF(NeuronModel):
     ``V(t) = (V(t-1) + z(t)) * (1 - S(t))``, ``S(t) = [V(t-1) + z(t) >= theta]``.
     The charge above threshold is lost at every spike, so rates are biased low (Rueckauer eq. 5).
     """
+
+    @classmethod
+    def count_curve(cls, node: ir.Neuron, q: Tensor, window: int) -> Tensor:
+        # from v = 0, a per-step charge x = q / window thresholds fires every k = ceil(1 / x)
+        # steps (the excess is lost at each reset): floor(window / k) spikes. Straight-through
+        # gradient of the linear rate, as for ClipFloor.
+        lin = q.clamp(0, window)
+        k = torch.ceil(window / q.clamp_min(1e-12)).clamp_min(1)
+        count = torch.where(q > 0, torch.floor(window / k), torch.zeros_like(q))
+        return lin + (count - lin).detach()
 
     def step(self, state: State, current: Tensor) -> Tensor:
         v, theta, spikes = state["v"], state["theta"], state["spikes"]

@@ -73,6 +73,17 @@ class NeuronModel:
         one step. The ACP weights calibration models exactly this."""
         return False
 
+    @classmethod
+    def count_curve(cls, node: ir.Neuron, q: Tensor, window: int) -> Tensor | None:
+        """Threshold units sent in ``window`` steps for a constant input of total charge ``q``
+        thresholds (its per-step charge is ``q / window``), differentiable in ``q`` through the
+        straight-through estimator; None when the model has no closed form. The ACP weights
+        calibration (calibration paper eq. 23) fits this curve. Default: ClipFloor (eq. 21) for
+        the ``clip_floor`` models."""
+        if not cls.clip_floor(node):
+            return None
+        return floor_ste(q).clamp(0, window * cls.max_units(node))
+
     def init_state(self, shape: tuple[int, ...], node: ir.Neuron, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> State:
         """State for a population of batched ``shape`` (N, C, ...) described by ``node``."""
@@ -122,9 +133,15 @@ def adjust(k: Tensor, s_max: int) -> Tensor:
     return torch.exp2(torch.floor(torch.log2(k.clamp(0, s_max))))  # log2(0) = -inf -> 0
 
 
-def clip_floor_rate(model: str, params: dict | None = None) -> bool:
-    """``NeuronModel.clip_floor`` of a ``model`` neuron with ``params``."""
-    return NEURON_MODELS[model].clip_floor(ir.Neuron("probe", (), model=model, params=dict(params or {})))
+def has_count_curve(model: str, params: dict | None = None) -> bool:
+    """Whether a ``model`` neuron with ``params`` has a closed-form ``count_curve``."""
+    probe = ir.Neuron("probe", (), model=model, params=dict(params or {}))
+    return NEURON_MODELS[model].count_curve(probe, torch.zeros(1), 1) is not None
+
+
+def floor_ste(u: Tensor) -> Tensor:
+    """floor with the straight-through gradient d floor(u)/du = 1 (calibration paper eq. 24)."""
+    return u + (torch.floor(u) - u).detach()
 
 
 class MultiUnit(NeuronModel):
