@@ -26,7 +26,8 @@ from .common import Options, SynData, int_weight, out_view, round_to
 Tensor = torch.Tensor
 Rounding = Callable[[list[SynData], Tensor, Options], list[Tensor]]
 WEIGHT_ROUNDINGS: dict[str, Rounding] = {}
-HESSIAN_CHUNK = 64  # samples per im2col: a conv's unfolded inputs of all samples do not fit in memory
+HESSIAN_CHUNK = 16  # samples per im2col: a conv's unfolded inputs of all samples do not fit in memory
+ROWS_PER_COLUMN = 64  # rows of X per fan-in column that are enough for H
 BLOCK = 128  # columns updated together (GPTQ's lazy batch updates)
 DAMP = 0.01  # diagonal damping, a fraction of the mean diagonal (GPTQ's default)
 
@@ -74,11 +75,16 @@ def inputs_matrix(syn: FConv | FDense, m: Tensor) -> Tensor:
 
 
 def hessian(syn: FConv | FDense, m: Tensor) -> Tensor:
-    """``X^T X`` of ``inputs_matrix`` over the messages ``m`` (N, *source shape), in chunks."""
-    h = None
+    """``X^T X`` of ``inputs_matrix`` over the messages ``m`` (N, *source shape), in chunks of
+    samples, until it has ``ROWS_PER_COLUMN`` rows per column (a conv on a large map gets that
+    many from a few samples; its im2col over all of them is the slow part of the rounding)."""
+    h, rows = None, 0
     for mc in m.split(HESSIAN_CHUNK):
         x = inputs_matrix(syn, mc.to(DT))
         h = x.T @ x if h is None else h + x.T @ x
+        rows += x.shape[0]
+        if rows >= ROWS_PER_COLUMN * x.shape[1]:
+            break
     return h
 
 
