@@ -50,12 +50,23 @@ def read(path: str | Path):
     except Exception as e:  # noqa: BLE001 - h5py raises many types on a corrupt file
         raise NIRFormatError(f"{path} is a damaged HDF5 file ({type(e).__name__}: {e})", FIX) from None
     try:
-        graph = nir.read(str(path))
+        graph = _nir_read(nir, path)
     except Exception as e:  # noqa: BLE001 - nir raises KeyError/AssertionError/ValueError/... on bad fields
         raise NIRFormatError(f"{path} is not a valid NIR graph: {_describe(e)}", FIX) from None
     if not isinstance(graph, nir.NIRGraph):
         raise NIRFormatError(f"{path} holds a single NIR {type(graph).__name__} node, not a graph", FIX)
     return graph
+
+
+def _nir_read(nir, path: Path):
+    """``nir.read`` with its type check; exporters that declare a batch axis in some shapes but not
+    others (Norse 1.1) fail it, so such a file is read without it and the importer checks shapes."""
+    try:
+        return nir.read(str(path))
+    except ValueError as e:
+        if "type" not in str(e).lower():
+            raise
+        return nir.read(str(path), type_check=False)
 
 
 def _describe(e: Exception) -> str:

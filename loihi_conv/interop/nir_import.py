@@ -252,6 +252,9 @@ def _register() -> None:
             raise NIRImportError(f"NIR Input {name!r} has no valid shape ({shape!r})", "give the Input a shape, "
                                  "e.g. nir.Input(input_type=np.array([2, 16, 16]))")
         dims = tuple(int(d) for d in dims)
+        if len(dims) in (2, 4) and dims[0] == 1:  # a batch axis of 1 (Norse writes one)
+            dims = dims[1:]
+            ctx.notes.append(f"Input '{name}': leading batch axis of 1 dropped")
         if len(dims) not in (1, 3):
             raise NIRImportError(f"NIR Input {name!r} has shape {dims}; the SNN IR takes (N,) or (C, H, W)",
                                  "reshape the input to (C, H, W) or flatten it")
