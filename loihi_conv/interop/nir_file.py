@@ -19,6 +19,9 @@ MAX_ELEMENTS = 50_000_000  # all datasets together (float64: 400 MB), far above 
 MAX_DATASET_ELEMENTS = 20_000_000
 MAX_OBJECTS = 100_000
 MAX_DEPTH = 32
+NUMERIC_FIELDS = {"weight", "bias", "r", "tau", "tau_mem", "tau_syn", "v_leak", "v_threshold", "v_reset", "w_in",
+                  "threshold", "scale", "delay", "kernel_size", "stride", "dilation", "groups", "shape",
+                  "start_dim", "end_dim", "input_shape", "input_type"}  # NIR 1.0 node fields that hold numbers
 FIX = "pass a NIR graph written by nir.write (NIR 1.0.x), e.g. from snnTorch, Norse, Sinabs or `convert --nir`"
 
 
@@ -73,6 +76,8 @@ def _describe(e: Exception) -> str:
     text = (str(e).strip().splitlines() or [""])[0][:200]
     if isinstance(e, KeyError):
         return f"missing field {text}"
+    if isinstance(e, TypeError) and "required positional argument" in text:  # a node class lacking a field
+        return f"missing field {text.rsplit(':', 1)[-1].strip()} ({text.split('(')[0].split('.')[0]})"
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
@@ -110,6 +115,8 @@ def _check_structure(f, path: Path) -> None:
             if kind not in "biufSO" or (kind == "O" and h5py.check_string_dtype(item.dtype) is None):
                 raise NIRFormatError(f"{path}: dataset '{item.name}' has type {item.dtype}; NIR stores "
                                      "numbers and strings only", FIX)
+            if key in NUMERIC_FIELDS and kind not in "biuf" and group.name != "/":
+                raise NIRFormatError(f"{path}: field '{item.name}' holds {item.dtype}, not numbers", FIX)
             n = int(np.prod(item.shape, dtype=object)) if item.shape is not None else 0
             if n > MAX_DATASET_ELEMENTS:
                 raise NIRFormatError(f"{path}: dataset '{item.name}' declares shape {item.shape} "
