@@ -69,8 +69,18 @@ def test_fixture_quantizes_and_runs_on_lava_bit_exact(name, tmp_path):
 
     graph, data, snn = _fixture(name)
     x = torch.as_tensor(data["x"])
-    qnet = quantize(snn, "cuba", timesteps=8, calib=x)
+    # snntorch_dense feeds its CubaLIF layer a bias, which Lava adds to v (steady state only): forced
+    qnet = quantize(snn, "cuba", timesteps=8, calib=x, force=name == "snntorch_dense")
     path = netx_export.save(qnet, tmp_path / f"{name}.net")
     ver = verify(netx_export.load(path), x[:2], 8)
     assert ver.total_compared > 0
     assert ver.total_mismatches == 0, ver.table()
+
+
+def test_a_bias_into_a_current_based_layer_is_flagged():
+    from loihi_conv.base.errors import LoihiConvError
+    from loihi_conv.fixed.quantize import quantize
+
+    _, data, snn = _fixture("snntorch_dense")
+    with pytest.raises(LoihiConvError, match="filtered by the synaptic current"):
+        quantize(snn, "cuba", timesteps=8, calib=torch.as_tensor(data["x"]))

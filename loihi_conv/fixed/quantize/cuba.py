@@ -76,6 +76,8 @@ class CubaRule:
         if block.neuron.model == "cuba-lif":  # decays and '>' of an imported NIR neuron (cuba_lif_neuron)
             neuron = cuba_lif_neuron(block, v)
         cand = hidden_candidate(block, data, opts, v, sigma, vth, neuron)
+        if neuron.i_decay < DECAY_ONE and cand.bias is not None and bool((cand.bias != 0).any()):
+            _filtered_bias(block, cand, neuron.i_decay / DECAY_ONE)
         cand.info["threshold_rel_error"] = _threshold_error(data, cand.weights, want, ~pinned)
         cand.info["thresholds_raised"] = raised
         cand.info["channel_sigma"] = sigma.tolist()  # V/theta_o, or the limit of a raised channel
@@ -104,6 +106,19 @@ def cuba_lif_neuron(block: FBlock, v: int) -> qir.Cuba:
     du, dv = round(decay(node, "du", 1.0) * DECAY_ONE), round(decay(node, "dv", 0.0) * DECAY_ONE)
     exact_ge = choice(node, "compare", COMPARES) == "ge" and du == DECAY_ONE and dv == 0
     return qir.Cuba(vth=v - 1 if exact_ge else v, i_decay=du, v_decay=dv, bias_exp=ACT_SHIFT)
+
+
+def _filtered_bias(block: FBlock, cand, du: float) -> None:
+    """A bias of a current-based neuron (du < 1) enters u in the float model (NIR: it is part of the
+    synaptic input) but v on Lava (LIF has no current bias); only its steady state b / du is
+    carried, so it is flagged (quantize refuses unless force=True)."""
+    cand.bias = torch.round(cand.bias / du)
+    cand.bias_a = cand.bias
+    cand.problems.append(Problem(f"block '{block.name}': a bias into a current-based neuron (du = {du:.4g}) is "
+                                 "filtered by the synaptic current in the float model but added to v on Lava; "
+                                 "only its steady state (bias / du) is carried",
+                                 "remove the bias of the synapse feeding a CubaLIF layer, or accept the "
+                                 "transient difference"))
 
 
 def _ints_desc(values) -> list[int]:
