@@ -1,5 +1,5 @@
 """NIR files written by other libraries' own exporters (tests/fixtures/nir/make_fixtures.py:
-snnTorch 1.0.0, Norse 1.1.0): each imports, its float simulation is compared with the library's
+snnTorch 1.0.0, Norse 1.1.0, Sinabs 3.1.3): each imports, its float simulation is compared with the library's
 own spike counts per layer, and it is quantized, written as NetX and run on Lava with 0
 mismatches against the emulator."""
 import importlib.util
@@ -13,17 +13,20 @@ from loihi_conv.interop import load_nir, read
 from loihi_conv.snn.simulate import simulate
 
 HERE = Path(__file__).parent / "fixtures" / "nir"
-FIXTURES = ("snntorch_conv", "snntorch_dense", "norse_dense")
+FIXTURES = ("snntorch_conv", "snntorch_dense", "norse_dense", "sinabs_conv")
+# Sinabs' IAF resets by subtraction (MembraneSubtract) but its NIR file cannot say so: the user chooses
+IMPORT = {"sinabs_conv": {"reset": "subtract"}}
+TARGET = {"sinabs_conv": "if-soft"}  # reset by subtraction runs on SoftIF; the others on standard CUBA
 
 _spec = importlib.util.spec_from_file_location("nir_reference_fx", HERE / "reference.py")
 reference = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reference)
 
 
-def _fixture(name):
+def _fixture(name, **kw):
     data = np.load(HERE / f"{name}.npz")
     graph = read(HERE / f"{name}.nir")
-    return graph, data, load_nir(graph, dt=float(data["dt"]))
+    return graph, data, load_nir(graph, dt=float(data["dt"]), **{**IMPORT.get(name, {}), **kw})
 
 
 def _ours(snn, data):
@@ -33,7 +36,7 @@ def _ours(snn, data):
             for k in data.files if k.startswith("counts_")}
 
 
-@pytest.mark.parametrize("name", ["snntorch_conv", "norse_dense"])
+@pytest.mark.parametrize("name", ["snntorch_conv", "norse_dense", "sinabs_conv"])
 def test_float_simulation_equals_the_library_spike_for_spike(name):
     graph, data, snn = _fixture(name)
     layers = _ours(snn, data)
@@ -41,6 +44,11 @@ def test_float_simulation_equals_the_library_spike_for_spike(name):
     for layer, (lib, ours) in layers.items():
         assert lib.sum() > 10, layer  # the fixture is active
         np.testing.assert_array_equal(ours, lib, err_msg=f"{name} layer {layer}")
+
+
+def test_sinabs_needs_reset_by_subtraction_chosen():
+    _, data, snn = _fixture("sinabs_conv", reset="zero")  # what the file alone says (v_reset = 0)
+    assert any(int(np.abs(lib - ours).sum()) > 10 for lib, ours in _ours(snn, data).values())
 
 
 def test_snntorch_synaptic_differs_only_by_its_reset_rule():
@@ -70,7 +78,7 @@ def test_fixture_quantizes_and_runs_on_lava_bit_exact(name, tmp_path):
     graph, data, snn = _fixture(name)
     x = torch.as_tensor(data["x"])
     # snntorch_dense feeds its CubaLIF layer a bias, which Lava adds to v (steady state only): forced
-    qnet = quantize(snn, "cuba", timesteps=8, calib=x, force=name == "snntorch_dense")
+    qnet = quantize(snn, TARGET.get(name, "cuba"), timesteps=8, calib=x, force=name == "snntorch_dense")
     path = netx_export.save(qnet, tmp_path / f"{name}.net")
     ver = verify(netx_export.load(path), x[:2], 8)
     assert ver.total_compared > 0
