@@ -55,3 +55,22 @@ def test_convert_writes_our_snn_as_nir(tmp_path):
     assert any(isinstance(n, nir.IF) for n in graph.nodes.values())
     assert graph.nodes[[k for k, n in graph.nodes.items() if isinstance(n, nir.IF)][0]].metadata["reset"] in (
         b"subtract", "subtract")
+
+
+def test_event_stream_dataset_through_convert_score_run_lava_and_verify(tmp_path):
+    """An .npz of event streams (N, T, C, H, W): frames of spikes drive the NIR network step by step."""
+    rng = np.random.default_rng(1)
+    data = tmp_path / "events.npz"
+    np.savez(data, x_train=(rng.uniform(size=(16, 8, 2, 8, 8)) < 0.3).astype(np.float32),
+             y_train=rng.integers(0, 5, 16),
+             x_test=(rng.uniform(size=(4, 8, 2, 8, 8)) < 0.3).astype(np.float32), y_test=rng.integers(0, 5, 4))
+    out = tmp_path / "ev.net"
+    res = cli(f"convert --model {FIXTURE} --dataset {data} --nir-dt 1e-4 --target cuba -T 8 --out {out}")
+    assert res.exit_code == 0, res.stderr
+    res = cli(f"score {out} --samples 4")
+    assert res.exit_code == 0 and "/4) on" in res.stdout, res.stderr
+    res = cli(f"verify {out} --samples 1")
+    assert res.exit_code == 0, res.stderr + res.stdout  # exit 4 on any mismatch
+    assert "\n0 mismatches in" in res.stdout
+    res = cli(f"run-lava {out} --samples 1")
+    assert res.exit_code == 0 and "accuracy" in res.stdout, res.stderr

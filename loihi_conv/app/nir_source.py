@@ -37,6 +37,7 @@ def quantize(model: str, dataset: str | None, target: str, timesteps: int, force
 
     snn, ds = load(model, dataset, dt, reset)
     calib, _ = data.load_dataset(ds, "train")  # quantize takes a seeded subset
+    calib = calib.reshape((-1,) + tuple(snn.input.shape))  # an event stream's frames are samples too
     qnet = run(snn, target, timesteps=timesteps, calib=calib, force=force)
     qnet.meta.update(model=str(model), dataset=ds, target=target, timesteps=int(timesteps), source="nir",
                      nir_notes=snn.meta.get("notes", []))
