@@ -103,8 +103,7 @@ def load_nir(source, dt: float | None = None, reset: str | None = None) -> ir.Gr
     if ctx.output is None:
         raise NIRImportError("the NIR graph has no Output node fed by the network", "add a nir.Output node")
     graph = ir.Graph({n: _float32(node) for n, node in ctx.nodes.items()}, ctx.output,
-                     meta={"source": "nir", "nir_dt": ctx.dt, "notes": ctx.notes,
-                           "recipe": {"output": "potential"}})
+                     meta={"source": "nir", "nir_dt": ctx.dt, "notes": ctx.notes})
     return ops.infer_shapes(graph)
 
 
@@ -247,8 +246,12 @@ def _register() -> None:
     @handles(nir.Input)
     def _input_node(name, node, ctx):
         shape = node.input_type.get("input") if isinstance(node.input_type, dict) else None
-        dims = _arr(name, type("S", (), {"shape": shape})(), "shape", 1) if shape is not None else None
-        if dims is None or dims.size == 0 or np.any(dims < 1) or not np.all(dims == np.round(dims)):
+        try:
+            dims = np.asarray(shape, dtype=np.float64).reshape(-1) if shape is not None else None
+        except (TypeError, ValueError):
+            dims = None
+        if dims is None or dims.size == 0 or not np.all(np.isfinite(dims)) or np.any(dims < 1) \
+                or not np.all(dims == np.round(dims)):
             raise NIRImportError(f"NIR Input {name!r} has no valid shape ({shape!r})", "give the Input a shape, "
                                  "e.g. nir.Input(input_type=np.array([2, 16, 16]))")
         dims = tuple(int(d) for d in dims)
@@ -416,9 +419,7 @@ def _register() -> None:
     @handles(nir.I)
     def _integrator(name, node, ctx):
         src = _input(name, ctx)
-        import nir as _nir
-
-        if [type(ctx.nir_nodes[u]) for u in ctx.users[name]] != [_nir.Output]:
+        if [type(ctx.nir_nodes[u]) for u in ctx.users[name]] != [nir.Output]:
             raise NIRImportError(f"NIR Integrator {name!r} feeds other layers; on Loihi a non-spiking integrator "
                                  "is only the readout", "use it only as the last layer before Output")
         r = _channel_vector(name, "R", _arr(name, node, "r"), ctx.shapes[src.node]) * ctx.dt
