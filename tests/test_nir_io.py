@@ -153,3 +153,41 @@ def test_edge_to_unknown_node(tmp_path):
 
 def test_read_returns_a_graph(tmp_path):
     assert isinstance(read(_valid(tmp_path)), nir.NIRGraph)
+
+
+def test_declared_sizes_are_bounded_before_anything_is_built():
+    from loihi_conv.interop import NIRImportError
+
+    huge = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([1000, 100000, 100000])),
+                               "output": nir.Output(output_type=np.array([3]))},
+                        edges=[("input", "output")], type_check=False)
+    with pytest.raises(NIRImportError, match="more than"):
+        load_nir(huge)
+    pad = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([1, 4, 4])),
+                              "conv": nir.Conv2d(input_shape=(4, 4), weight=np.ones((1, 1, 1, 1)), stride=1,
+                                                 padding=10 ** 9, dilation=1, groups=1, bias=np.zeros(1)),
+                              "output": nir.Output(output_type=np.array([1]))},
+                       edges=[("input", "conv"), ("conv", "output")], type_check=False)
+    with pytest.raises(NIRImportError, match="padding"):
+        load_nir(pad)
+
+
+@pytest.mark.parametrize("model,reset", [("if-zero", "value"), ("if-soft", "subtract")])
+def test_exported_graph_runs_on_an_independent_nir_simulator(small_snn, model, reset):
+    """The NIR-spec reference simulator (tests/fixtures/nir/reference.py) runs our exported graph
+    and gets our float simulation's spikes (NIR timing, delay=0) and readout."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("nir_reference_io", Path(__file__).parent / "fixtures/nir/reference.py")
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    snn = small_snn(model, {})
+    x = torch.rand(3, 3, 10, 10, generator=torch.Generator().manual_seed(2))
+    T = 10
+    ours = simulate(snn, x, [T], delay=0, record="neuron")
+    ref = reference.simulate(to_nir(snn), x.numpy()[:, None].repeat(T, 1).astype(np.float64), reset=reset)
+    for name in ("n1", "n2"):
+        assert ref[name].sum() > 0
+        np.testing.assert_array_equal(ours.counts[T][name].numpy(), ref[name].sum(1), err_msg=name)
+    np.testing.assert_allclose(ours.output[T].numpy(), ref["output_integrator"][:, -1], rtol=1e-4, atol=1e-4)

@@ -25,6 +25,9 @@ from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.frontend import ir, ops
 
 RESETS = ("zero", "subtract")
+MAX_NEURONS = 1 << 24  # per population: far beyond a Loihi 2 chip, small enough to build the graph
+MAX_GEOMETRY = 1 << 12  # kernel / stride / padding / dilation / groups values
+MAX_READOUT = 1 << 16  # spiking outputs counted by an identity synapse (n x n weights)
 FIX_REFUSED = "see docs/nir.md for what each NIR node becomes; export the network without it"
 
 
@@ -62,7 +65,11 @@ class Ctx:
             self.shapes[node.name] = self.shapes[node.inputs[0]]
         else:
             try:
-                self.shapes[node.name] = tuple(ops.apply(node, *xs).shape[1:])
+                shape = tuple(ops.apply(node, *xs).shape[1:])
+                if float(np.prod(shape, dtype=np.float64)) > MAX_NEURONS:
+                    raise NIRImportError(f"NIR node {node.name!r} would have shape {shape}, more than "
+                                         f"{MAX_NEURONS} values", "check the NIR graph's shapes")
+                self.shapes[node.name] = shape
             except RuntimeError as e:
                 raise NIRImportError(f"NIR node {node.name!r} does not fit its input of shape "
                                      f"{self.shapes[node.inputs[0]]}: {str(e).splitlines()[0][:160]}",
@@ -182,9 +189,9 @@ def _ints(name: str, node, key: str, n: int) -> tuple[int, ...]:
     a = _arr(name, node, key)
     if a.size == 1:
         a = np.repeat(a.reshape(-1), n)
-    if a.shape != (n,) or not np.all(a == np.round(a)) or np.any(a < 0):
-        raise NIRImportError(f"NIR node {name!r}: {key}={a.tolist()} is not {n} non-negative integers",
-                             "check the NIR node's fields")
+    if a.shape != (n,) or not np.all(a == np.round(a)) or np.any(a < 0) or np.any(a > MAX_GEOMETRY):
+        raise NIRImportError(f"NIR node {name!r}: {key}={a.reshape(-1)[:4].tolist()} is not {n} integers in "
+                             f"[0, {MAX_GEOMETRY}]", "check the NIR node's fields")
     return tuple(int(v) for v in a)
 
 
@@ -255,6 +262,9 @@ def _register() -> None:
             raise NIRImportError(f"NIR Input {name!r} has no valid shape ({shape!r})", "give the Input a shape, "
                                  "e.g. nir.Input(input_type=np.array([2, 16, 16]))")
         dims = tuple(int(d) for d in dims)
+        if float(np.prod(dims, dtype=np.float64)) > MAX_NEURONS:
+            raise NIRImportError(f"NIR Input {name!r} declares shape {dims}, more than {MAX_NEURONS} inputs",
+                                 "check the file: no Loihi 2 network takes that many inputs")
         if len(dims) in (2, 4) and dims[0] == 1:  # a batch axis of 1 (Norse writes one)
             dims = dims[1:]
             ctx.notes.append(f"Input '{name}': leading batch axis of 1 dropped")
@@ -269,6 +279,9 @@ def _register() -> None:
         out = ctx.nodes[src.node]
         if isinstance(out, ir.Neuron):  # a spiking output layer: the readout counts its spikes
             shape = ctx.shapes[out.name]
+            if int(np.prod(shape)) > MAX_READOUT:
+                raise NIRImportError(f"NIR Output {name!r} reads {int(np.prod(shape))} spiking neurons; the spike-count "
+                                     f"readout takes at most {MAX_READOUT}", "end the network with a smaller layer")
             amp = src.amp.reshape(-1)
             if len(shape) > 1:
                 out = ctx.nodes[ctx.add(ir.Flatten(f"{name}_flat", (out.name,)))]
