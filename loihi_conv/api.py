@@ -35,6 +35,24 @@ def load(path):
     return netx_export.load(path)
 
 
+def load_nir(source, dt: float | None = None, reset: str | None = None):
+    """SNN IR of a NIR graph or ``.nir`` file (``loihi_conv.interop.load_nir``; rules in docs/nir.md):
+    quantize, simulate and emulate it like a converted network."""
+    from loihi_conv.interop import load_nir as run
+
+    return run(source, dt=dt, reset=reset)
+
+
+def to_nir(snn, path=None):
+    """Our float SNN IR as a ``nir.NIRGraph``; with ``path``, also written there (``.nir``)."""
+    from loihi_conv.interop import to_nir as run
+    from loihi_conv.interop import write_nir
+
+    if path is not None:
+        write_nir(snn, path)
+    return run(snn)
+
+
 def run_lava(net, x_int, steps: int, hardware: bool = False, probes=None):
     """Run integer inputs (N, *input shape) through Lava one sample at a time, compiling once;
     returns the list of ``netx_export.LavaResult``."""
@@ -45,5 +63,5 @@ def run_lava(net, x_int, steps: int, hardware: bool = False, probes=None):
 
 
 __all__ = ["Recipe", "build_model", "calibration_data", "convert", "emulate", "encode", "evaluate", "load",
-           "load_model", "load_user_model", "predictions", "qrelu_model", "quantize", "report", "run_lava", "save",
-           "scores", "search_recipe", "simulate", "steps_for", "test_data"]
+           "load_model", "load_nir", "load_user_model", "predictions", "qrelu_model", "quantize", "report", "run_lava", "save",
+           "scores", "search_recipe", "simulate", "steps_for", "test_data", "to_nir"]

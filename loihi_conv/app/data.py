@@ -10,7 +10,8 @@ Sources (no dataset hub is reachable here, only package registries):
 * ``digits``: scikit-learn's bundled 8x8 digits (values 0..16), split 80/20 (stratified,
   fixed seed).
 * a path to a ``.npz`` file of your own (``x_train, y_train, x_test, y_test``: float images
-  (N, C, H, W), integer labels (N,)); wherever a dataset name goes, the path goes too. It is
+  (N, C, H, W) or event streams (N, T, C, H, W), whose frame (t-1) mod T drives step t
+  (docs/nir.md), integer labels (N,)); wherever a dataset name goes, the path goes too. It is
   validated once per file version, and uncompressed members are memory-mapped, not read.
 
 Layout at the border: images float32 (N, C, H, W) in [0, 1], labels int64 (N,).
@@ -307,9 +308,9 @@ def _check_npz(a: dict[str, np.ndarray], name: str) -> DatasetInfo:
             fix = (f"scale to [0, 1] floats: x_{split}.astype(np.float32) / 255" if x.dtype.kind in "iub"
                    else f"store float images: np.asarray(x_{split}, dtype=np.float32)")
             raise bad(f"x_{split} has dtype {x.dtype}; images must be floating point", fix)
-        if x.ndim != 4:
+        if x.ndim not in (4, 5):  # images (N, C, H, W), or event streams (N, T, C, H, W) (docs/nir.md)
             fix = (f"add the channel axis: x_{split}[:, None]" if x.ndim == 3
-                   else "images are (N, C, H, W)")
+                   else "images are (N, C, H, W), event streams (N, T, C, H, W)")
             raise bad(f"x_{split} has shape {x.shape} ({x.ndim} axes); images must be (N, C, H, W)", fix)
         if min(x.shape) == 0:
             raise bad(f"x_{split} has shape {x.shape}, an empty axis", "store at least one image of size >= 1")
@@ -330,7 +331,7 @@ def _check_npz(a: dict[str, np.ndarray], name: str) -> DatasetInfo:
         if nonfinite:
             raise bad(f"x_{split} holds {nonfinite} NaN or infinite value(s)",
                       f"replace or drop those images (e.g. np.nan_to_num(x_{split}))")
-    if a["x_train"].shape[1:] != a["x_test"].shape[1:]:
+    if a["x_train"].ndim != a["x_test"].ndim or a["x_train"].shape[-3:] != a["x_test"].shape[-3:]:
         raise bad(f"train images are {a['x_train'].shape[1:]} but test images are "
                   f"{a['x_test'].shape[1:]} (C, H, W)", "store both splits with the same image shape")
     classes = int(a["y_train"].max()) + 1
@@ -339,7 +340,7 @@ def _check_npz(a: dict[str, np.ndarray], name: str) -> DatasetInfo:
                   f"0..{classes - 1}",
                   "every test class must occur in the training split (the number of classes is the largest "
                   "training label + 1)")
-    return DatasetInfo(name, tuple(int(d) for d in a["x_train"].shape[1:]), classes,
+    return DatasetInfo(name, tuple(int(d) for d in a["x_train"].shape[-3:]), classes,
                        tuple(str(i) for i in range(classes)))
 
 

@@ -28,7 +28,8 @@ Recorded counts for "T" are the spikes over exactly the steps run for T (T+L wit
 without). ``SimResult.rates`` divides them by the population's *window*, the steps on which it
 received input: ``T + L - h`` with delay, ``T`` without.
 
-Layouts: x is (N, *input shape); outputs (N, classes); counts (N, C, H, W) per neuron
+Layouts: x is (N, *input shape), or an event stream (N, T_in, *input shape) whose frame
+x[:, (t-1) % T_in] is applied at step t (as the emulator and the Lava runner do); outputs (N, classes); counts (N, C, H, W) per neuron
 (``record="neuron"``) or (N, C) summed over positions (``record="channel"``, the default).
 """
 from __future__ import annotations
@@ -191,9 +192,10 @@ def _evaluate(node: ir.Node, run: _Run) -> Tensor:
 
 @_evaluate.register
 def _(node: ir.Input, run: _Run) -> Tensor:
+    x = run.x if run.x.dim() == len(node.shape) + 1 else run.x[:, run.t % run.x.shape[1]]  # event stream
     if run.first and run.delay:
-        run.prev[node.name] = torch.zeros_like(run.x)  # nothing has crossed a synapse yet
-    return run.x
+        run.prev[node.name] = torch.zeros_like(x)  # nothing has crossed a synapse yet
+    return x
 
 
 @_evaluate.register
@@ -253,9 +255,11 @@ def _check(graph: ir.Graph, x: Tensor, timesteps: Sequence[int], delay: int, rec
         raise LoihiConvError(f"record={record!r} is not a record mode",
                              "use True/'channel' (N, C), 'neuron' (N, C, H, W) or False")
     want = tuple(graph.input.shape)
-    if not isinstance(x, Tensor) or tuple(x.shape[1:]) != want or x.shape[0] == 0:
+    stream = isinstance(x, Tensor) and x.dim() == len(want) + 2 and tuple(x.shape[2:]) == want and x.shape[1] > 0
+    if not isinstance(x, Tensor) or (tuple(x.shape[1:]) != want and not stream) or x.shape[0] == 0:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise LoihiConvError(f"input must be a tensor (N, {', '.join(map(str, want))}) with N > 0, got {got}",
+        raise LoihiConvError(f"input must be a tensor (N, {', '.join(map(str, want))}) with N > 0, or an event "
+                             f"stream (N, T_in, {', '.join(map(str, want))}), got {got}",
                              "pass a batch of samples in the graph's input layout (NCHW)")
     return tuple(sorted({int(t) for t in ts})), RECORD_MODES[record]
 
@@ -305,7 +309,7 @@ def _simulate(graph: ir.Graph, x: Tensor, timesteps: Sequence[int], delay: int, 
                        thresholds={n.name: n.threshold.float() for n in neurons},
                        positions={n.name: math.prod(n.shape[1:]) for n in neurons})
     snap = {result.steps(T): T for T in ts}
-    static = static_nodes(graph)
+    static = static_nodes(graph) if x.dim() == len(graph.input.shape) + 1 else set()  # an event stream varies
     readout = make_readout(graph)
     outs: dict[int, list[Tensor]] = {T: [] for T in ts}
     counts: dict[int, dict[str, list[Tensor]]] = {T: {n.name: [] for n in neurons} for T in ts}

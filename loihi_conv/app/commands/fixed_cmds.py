@@ -56,10 +56,16 @@ def _dataset_of(qnet, dataset: str | None, net: str) -> str:
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="NetX file to write (.net).")
 @click.option("--force", is_flag=True, help="Export even if a value would clip, wrap or saturate on Loihi.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the quantization report here.")
+@click.option("--nir", "nir_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the float SNN as a NIR graph (.nir) for other simulators (docs/nir.md).")
+@click.option("--nir-dt", type=float, default=None,
+              help="With --model FILE.nir: the time step dt of the discretization (default: the file's, else 1).")
+@click.option("--nir-reset", type=click.Choice(["zero", "subtract"]), default=None,
+              help="With --model FILE.nir: reset every neuron to zero or by subtraction (default: the file's).")
 @click.pass_obj
 @guarded
 def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, json_out, no_search, budget,
-            trials, heldout, **kw) -> None:
+            trials, heldout, nir_out=None, nir_dt=None, nir_reset=None, **kw) -> None:
     """Convert a model, quantize it for a Loihi 2 target and write a NetX file.
 
     By default the conversion recipe is searched: the options you give are kept, the others
@@ -71,13 +77,19 @@ def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, js
       loihi-conv convert --model mnist_cnn --target cuba --out mnist_cuba.net
       loihi-conv convert --model mnist_cnn -T 8 --budget 120 --out mnist_t8.net
       loihi-conv convert --model my.py:Net --weights w.pt --dataset mnist --target if-soft -o net.net
+      loihi-conv convert --model net.nir --dataset events.npz --target cuba -T 32 -o net.net
+      loihi-conv convert --model mnist_cnn --no-search --nir mnist.nir -o mnist.net
     """
-    import netx_export
-    from loihi_conv.app import models, pipeline
+    from loihi_conv.app import models, nir_source, pipeline
     from loihi_conv.app.recipe_search import DEFAULT_BUDGET, DEFAULT_HELDOUT, describe
-    from loihi_conv.emulate.quant_report import report
 
     check_steps(timesteps, "--timesteps", "-T 64")
+    if nir_source.is_nir(model):  # already an SNN: no ANN conversion, no recipe search
+        snn, qnet = nir_source.quantize(model, dataset, target, timesteps, force, nir_dt, nir_reset)
+        _write_outputs(obj, qnet, out, json_out, target, snn, nir_out)
+        return
+    if nir_dt is not None or nir_reset is not None:
+        raise LoihiConvError("--nir-dt / --nir-reset apply to a NIR model only", "pass --model FILE.nir, or drop them")
     searching = not no_search and kw["recipe_file"] is None  # a recipe file fixes every option
     recipe, fixed = pop_fixed(kw)
     ref = models.resolve(model, weights, dataset, progress=not obj.quiet)
@@ -94,10 +106,32 @@ def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, js
         except LoihiConvError as e:  # the Python API's "force=True" is --force here
             raise LoihiConvError(e.problem, e.fix and e.fix.replace("pass force=True", "pass --force")) from e
         obj.echo(f"recipe: {describe(recipe)}")
+    if nir_out is not None and searching:
+        snn = _searched_snn(ref, result.recipe)
+    _write_outputs(obj, qnet, out, json_out, target, snn if nir_out is not None else None, nir_out)
+
+
+def _searched_snn(ref, recipe):
+    from loihi_conv.app import pipeline
+
+    snn, _ = pipeline.convert_model(ref, recipe)
+    return snn
+
+
+def _write_outputs(obj: Ctx, qnet, out: str, json_out, target: str, snn=None, nir_out: str | None = None) -> None:
+    import netx_export
+    from loihi_conv.emulate.quant_report import report
+
+    if nir_out is not None:  # checked before anything is written: an SNN NIR cannot carry fails cleanly
+        from loihi_conv.interop import to_nir, write_nir
+
+        to_nir(snn)
     path = netx_export.save(qnet, out)
     rep = report(qnet)
     obj.echo(str(rep))
     obj.echo(f"wrote {path} ({target}, {len(qnet.blocks)} blocks, depth {qnet.depth})")
+    if nir_out is not None:
+        obj.echo(f"wrote {write_nir(snn, nir_out)} (the float SNN as a NIR graph)")
     write_json(json_out, {"path": str(path), "meta": qnet.meta})
 
 

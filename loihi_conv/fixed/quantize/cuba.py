@@ -20,8 +20,10 @@ import math
 
 import torch
 
+from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.base.limits import ACT_SHIFT, DECAY_ONE
 from loihi_conv.fixed import qir
+from loihi_conv.snn.neurons.cuba_lif import COMPARES, RESETS, choice, decay
 
 from .blocks import FBlock
 from .common import DT, Context, Problem, geometric_grid, register_target
@@ -36,7 +38,7 @@ SOFT_NOTE = ("if-soft neurons approximated by reset-to-zero on target 'cuba' (Ne
 class CubaRule:
     """One integer vThMant V per layer; sigma_o = V / theta_o folded into the rows (module doc)."""
     name = "cuba"
-    models = {"if-zero": "exact", "if-soft": SOFT_NOTE}
+    models = {"if-zero": "exact", "if-soft": SOFT_NOTE, "cuba-lif": "exact"}
 
     def __init__(self):
         self.limits: dict[str, torch.Tensor] = {}  # per block (Co,) sigma_o limits, set by scales()
@@ -71,7 +73,11 @@ class CubaRule:
         # v only takes multiples of 64 here (a<<6, bias<<6, no decay), so Lava's 'v > (V-1)<<6' is
         # exactly the float model's 'v >= theta' with theta = V<<6.
         neuron = qir.Cuba(vth=v - 1, i_decay=DECAY_ONE, v_decay=0, bias_exp=ACT_SHIFT)
+        if block.neuron.model == "cuba-lif":  # decays and '>' of an imported NIR neuron (cuba_lif_neuron)
+            neuron = cuba_lif_neuron(block, v)
         cand = hidden_candidate(block, data, opts, v, sigma, vth, neuron)
+        if neuron.i_decay < DECAY_ONE and cand.bias is not None and bool((cand.bias != 0).any()):
+            _filtered_bias(block, cand, neuron.i_decay / DECAY_ONE)
         cand.info["threshold_rel_error"] = _threshold_error(data, cand.weights, want, ~pinned)
         cand.info["thresholds_raised"] = raised
         cand.info["channel_sigma"] = sigma.tolist()  # V/theta_o, or the limit of a raised channel
@@ -82,10 +88,37 @@ class CubaRule:
         v0 = block.neuron.v_init
         if v0 is not None and bool((v0 != 0).any()):
             notes.append("v_init dropped (qir.Cuba starts at v=0)")
-        if block.neuron.params:
+        if block.neuron.params and block.neuron.model != "cuba-lif":
             notes.append(f"neuron params {sorted(block.neuron.params)} dropped")
         cand.info["dropped"] = notes
         return cand
+
+
+def cuba_lif_neuron(block: FBlock, v: int) -> qir.Cuba:
+    """The CUBA neuron of a ``cuba-lif`` block at vThMant scale V: decays rounded to 1/4096;
+    '>' is Lava's own test (vth = V); '>=' is exact as V - 1 only without decays (v then moves
+    in multiples of 64), else approximated by '>'. Reset by subtraction has no CUBA form."""
+    node = block.neuron
+    if choice(node, "reset", RESETS) == "subtract":
+        raise LoihiConvError(f"block '{block.name}': reset by subtraction has no NetX CUBA form (Lava's LIF "
+                             "resets to zero)", "quantize for target 'if-soft' (IF neurons without leak), "
+                             "or import the NIR graph with reset='zero'")
+    du, dv = round(decay(node, "du", 1.0) * DECAY_ONE), round(decay(node, "dv", 0.0) * DECAY_ONE)
+    exact_ge = choice(node, "compare", COMPARES) == "ge" and du == DECAY_ONE and dv == 0
+    return qir.Cuba(vth=v - 1 if exact_ge else v, i_decay=du, v_decay=dv, bias_exp=ACT_SHIFT)
+
+
+def _filtered_bias(block: FBlock, cand, du: float) -> None:
+    """A bias of a current-based neuron (du < 1) enters u in the float model (NIR: it is part of the
+    synaptic input) but v on Lava (LIF has no current bias); only its steady state b / du is
+    carried, so it is flagged (quantize refuses unless force=True)."""
+    cand.bias = torch.round(cand.bias / du)
+    cand.bias_a = cand.bias
+    cand.problems.append(Problem(f"block '{block.name}': a bias into a current-based neuron (du = {du:.4g}) is "
+                                 "filtered by the synaptic current in the float model but added to v on Lava; "
+                                 "only its steady state (bias / du) is carried",
+                                 "remove the bias of the synapse feeding a CubaLIF layer, or accept the "
+                                 "transient difference"))
 
 
 def _ints_desc(values) -> list[int]:

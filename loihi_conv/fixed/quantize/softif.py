@@ -36,6 +36,7 @@ from loihi_conv.fixed import qir
 from loihi_conv.fixed.softif_modes import SOFTIF_MODES
 from loihi_conv.frontend import ir
 from loihi_conv.snn.neurons import spicalib
+from loihi_conv.snn.neurons.cuba_lif import RESETS, choice, decay
 
 from .blocks import FBlock
 from .common import DT, Context, Problem, geometric_grid, register_target
@@ -52,7 +53,7 @@ class SoftIFRule:
     def models(self) -> dict[str, str]:
         # every SoftIF payload mode runs the float model of its name; SpiCalib runs on its base's
         # (read at use: a mode registered later, e.g. by a plug-in, is known too)
-        return {**{mode: "exact" for mode in SOFTIF_MODES}, "spicalib": "exact"}
+        return {**{mode: "exact" for mode in SOFTIF_MODES}, "spicalib": "exact", "cuba-lif": "exact"}
 
     def scales(self, block: FBlock, data, limit: torch.Tensor, opts) -> tuple[list, list]:
         top = float(limit.min())
@@ -100,7 +101,16 @@ def _spicalib_fields(node: ir.Neuron, name: str) -> dict:
     return {"mode": spicalib.base_node(node).model, "spicalib_beta": int(beta)}
 
 
-MODEL_FIELDS = {"spicalib": _spicalib_fields}  # float model -> SoftIF fields (default: same mode)
+def _cuba_lif_fields(node: ir.Neuron, name: str) -> dict:
+    """An imported NIR neuron (``cuba-lif``) runs as SoftIF when it is an IF with reset by
+    subtraction; '>' then becomes SoftIF's '>=' (they differ only when v lands exactly on theta)."""
+    if decay(node, "du", 1.0) != 1.0 or decay(node, "dv", 0.0) != 0.0 or choice(node, "reset", RESETS) != "subtract":
+        raise LoihiConvError(f"block '{name}': SoftIF runs IF neurons with reset by subtraction, not a leaky "
+                             "or reset-to-zero cuba-lif neuron", "quantize for target 'cuba'")
+    return {"mode": "if-soft"}
+
+
+MODEL_FIELDS = {"spicalib": _spicalib_fields, "cuba-lif": _cuba_lif_fields}  # float model -> SoftIF fields (default: same mode)
 
 
 def _clamp_steps(node: ir.Neuron, name: str) -> int:

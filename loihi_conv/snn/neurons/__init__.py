@@ -12,3 +12,4 @@ from loihi_conv.snn.neurons.neuron_model import (  # noqa: F401  (the package's 
 
 from loihi_conv.snn.neurons import if_soft, if_zero, if_burst, if_multibit, if_buffered  # noqa: E402,F401,I001
 from loihi_conv.snn.neurons import spicalib  # noqa: E402,F401,I001
+from loihi_conv.snn.neurons import cuba_lif  # noqa: E402,F401,I001
