@@ -65,7 +65,7 @@ def main(models, targets, timesteps, budget, samples, threads):
                             "recipe": describe(res.recipe), "threads": threads}
                 print(key, out[key], flush=True)
                 path.write_text(json.dumps(out, indent=1))
-    lines = ["# Recipe search: fixed-point emulator accuracy with default flags (full test sets)", "",
+    lines = ["# Recipe search: fixed-point emulator accuracy with default flags (test images: see the column)", "",
              "`defaults` = `convert --no-search` (the behaviour before the search); `search` = `convert` "
              "(the recipe searched on held-out training images, then scored once on the test set).", "",
              "| model | target | T | test images | ANN | defaults | search | ANN - search (points) | "

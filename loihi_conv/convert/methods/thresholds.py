@@ -39,8 +39,8 @@ def clip_zero(x: Tensor, T: int, vth: Tensor) -> Tensor:
     above threshold lost each time (Rueckauer et al. 2016 eq. 5), so
     ``Vth/T * min(floor(T / k), T)``. MMSE against this curve (instead of eq. 10/17, which model
     reset by subtraction) picks thresholds for the arithmetic that target actually runs."""
-    k = torch.ceil(vth / x.clamp_min(torch.finfo(x.dtype).tiny))
-    return vth / T * torch.clamp(torch.floor(T / k), 0, T)
+    k = torch.div(vth, x.clamp_min(torch.finfo(x.dtype).tiny)).ceil_()  # >= 1: floor(T / k) <= T
+    return torch.div(torch.tensor(float(T), dtype=k.dtype), k, out=k).floor_().mul_(vth / T)
 
 
 ROUNDINGS: dict[str, Callable[[Tensor, int, Tensor], Tensor]] = {"floor": clip_floor, "round": clip_round,

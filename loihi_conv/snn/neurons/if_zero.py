@@ -20,10 +20,16 @@ class ZeroResetIF(NeuronModel):
         # from v = 0, a per-step charge x = q / window thresholds fires every k = ceil(1 / x)
         # steps (the excess is lost at each reset): floor(window / k) spikes. Straight-through
         # gradient of the linear rate, as for ClipFloor.
+        # (in place and outside autograd: the ACP weights calibration calls this on every
+        # mini-batch of a layer's cached inputs)
         lin = q.clamp(0, window)
-        k = torch.ceil(window / q.clamp_min(1e-12)).clamp_min(1)
-        count = torch.where(q > 0, torch.floor(window / k), torch.zeros_like(q))
-        return lin + (count - lin).detach()
+        with torch.no_grad():
+            n = torch.tensor(float(window), dtype=q.dtype)
+            count = torch.div(n, q.detach().clamp_min(1e-12))
+            count.ceil_().clamp_min_(1)
+            torch.div(n, count, out=count).floor_().masked_fill_(q <= 0, 0)
+            count.sub_(lin)
+        return lin + count
 
     def step(self, state: State, current: Tensor) -> Tensor:
         v, theta, spikes = state["v"], state["theta"], state["spikes"]
