@@ -1,0 +1,264 @@
+"""Hostile and faulty inputs through the CLI (issue 17, docs/reliability.md): no input runs
+code or reads another file, work is bounded before allocation, faults leave nothing behind.
+
+Each case asserts the exit code, one ``error:`` line naming the problem, no traceback, and
+that nothing was created or executed. Most run in-process (click's CliRunner); the signal
+cases run the CLI in a subprocess and check its process tree and /dev/shm.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import netx_export
+from loihi_conv.app.cli import main
+from loihi_conv.fixed import qir
+from netx_export import schema
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MODELS = '''\
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Good(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3)
+        self.f = nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x):
+        return self.f(torch.flatten(F.relu(self.c(x)), 1))
+'''
+
+# TorchScript whose __setstate__ (run by torch.jit.load) writes a marker file.
+EVIL = '''\
+import torch
+
+
+class Evil(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.zeros(1)
+
+    @torch.jit.export
+    def __getstate__(self):
+        return (self.w, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool]):
+        self.w = state[0]
+        self.training = state[1]
+        torch.save(self.w, "MARKER")
+
+    def forward(self, x):
+        return x
+'''
+
+
+def cli(args: list[str] | str, **env):
+    args = shlex.split(args) if isinstance(args, str) else args
+    return CliRunner(mix_stderr=False, env=env or None).invoke(main, [str(a) for a in args])
+
+
+def refused(res, code: int, *words: str) -> str:
+    """One clean ``error:`` message with exit ``code`` containing ``words``; returns stderr."""
+    err = res.stderr
+    assert res.exit_code == code, (res.exit_code, err, res.output)
+    assert err.startswith("error: ") and "Traceback" not in err and "internal error" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+    return err
+
+
+def digits_net() -> qir.QNetwork:
+    """A small standard NetX network for (1, 8, 8) digits: conv Cuba -> dense Readout."""
+    rng = np.random.default_rng(0)
+    conv = 2 * rng.integers(-20, 21, (2, 1, 3, 3))
+    dense = 2 * rng.integers(-20, 21, (10, 72))
+    dense[0, 0], dense[0, 1] = 40, -40
+    blocks = [qir.Block("in", (1, 8, 8)),
+              qir.Block("c", (2, 6, 6), [qir.ConvSyn("in", conv)], bias=np.array([3, -2]),
+                        neuron=qir.Cuba(vth=100)),
+              qir.Block("out", (10,), [qir.DenseSyn("c", dense)], neuron=qir.Readout())]
+    return qir.QNetwork(blocks, input_scale=16.0, meta={"dataset": "digits", "timesteps": 8})
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("hostile")
+    (d / "models.py").write_text(MODELS)
+    netx_export.save(digits_net(), d / "good.net")
+    np.save(d / "x.npy", np.full((8, 8, 1), 3, np.int32))
+    return d
+
+
+def unsealed(d: Path, name: str, edit, keep_checksum: bool = False) -> Path:
+    """A copy of good.net without our 512-byte seal (as h5repack leaves it), edited by
+    ``edit(f)``; the content checksum is recomputed unless the edit declares huge data, and
+    dropped with our marks unless ``keep_checksum``, so only the check under test can refuse it."""
+    path = d / f"{name}.net"
+    with h5py.File(d / "good.net", "r") as fs, h5py.File(path, "w") as fd:
+        for k, v in fs.attrs.items():
+            if keep_checksum or (k != schema.CHECKSUM_ATTR and k not in schema.OUR_MARKS):
+                fd.attrs[k] = v
+        fs.copy(fs["layer"], fd, name="layer")
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    return path
+
+
+# ---- code in a weights file ----------------------------------------------------------------
+def test_torchscript_weights_are_refused_without_running_their_code(d, tmp_path):
+    marker = tmp_path / "marker"
+    src = tmp_path / "evilmod.py"
+    src.write_text(EVIL.replace("MARKER", str(marker)))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import evilmod  # noqa: F401 - written just above
+        torch.jit.script(evilmod.Evil()).save(str(tmp_path / "evil.pt"))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("evilmod", None)
+    # the archive does run code when torch loads it (the test's premise) ...
+    torch.jit.load(str(tmp_path / "evil.pt"))
+    assert marker.exists()
+    marker.unlink()
+    # ... and the CLI refuses it before any loader sees it
+    res = cli(["evaluate", "--model", f"{d}/models.py:Good", "--weights", tmp_path / "evil.pt",
+               "--dataset", "digits", "-T", "4"])
+    refused(res, 2, "TorchScript", "not a plain state_dict", "torch.save(model.state_dict()")
+    assert not marker.exists()
+
+
+def test_plain_state_dict_zip_still_loads(d, tmp_path):
+    from loihi_conv.app.zoo import load_user_model
+
+    ns: dict = {}
+    exec(MODELS, ns)
+    torch.save(ns["Good"]().state_dict(), tmp_path / "w.pt")
+    assert isinstance(load_user_model(f"{d}/models.py:Good", str(tmp_path / "w.pt")), torch.nn.Module)
+
+
+# ---- NetX/HDF5 files that point elsewhere or declare too much -------------------------------
+SECRET = "root:x:0:0:SECRET-CONTENT-7f3a"
+
+
+def _external_weight(f):
+    secret = Path(f.filename).parent / "secret.txt"
+    secret.write_text(SECRET * 100)
+    w = f["layer/1/weight"]
+    shape, dtype = w.shape, w.dtype
+    del f["layer/1/weight"]
+    f.create_dataset("layer/1/weight", shape, dtype,
+                     external=[(str(secret), 0, int(np.prod(shape)) * dtype.itemsize)])
+
+
+def _external_type(f):
+    secret = Path(f.filename).parent / "secret.txt"
+    secret.write_text(SECRET * 100)
+    del f["layer/1/type"]
+    f.create_dataset("layer/1/type", (1,), "S16", external=[(str(secret), 0, 16)])
+
+
+def _external_link(f):
+    other = Path(f.filename).parent / "other.h5"
+    with h5py.File(other, "w") as o:
+        o.create_group("neuron")
+        o["neuron/type"] = np.array([b"CUBA"], "S16")
+    del f["layer/1/neuron"]
+    f["layer/1/neuron"] = h5py.ExternalLink(str(other), "/neuron")
+
+
+def _virtual(f, missing: bool = False):
+    src = Path(f.filename).parent / ("missing.h5" if missing else "vsrc.h5")
+    w = f["layer/1/weight"]
+    shape, dtype = w.shape, w.dtype
+    if not missing:
+        with h5py.File(src, "w") as o:
+            o["w"] = np.ones(shape, dtype)
+    layout = h5py.VirtualLayout(shape, dtype)
+    layout[...] = h5py.VirtualSource(str(src), "w", shape)
+    del f["layer/1/weight"]
+    f.create_virtual_dataset("layer/1/weight", layout, fillvalue=0)
+
+
+def _bomb(f):  # 5.8 GB of zeros in a few kB (gzip), each dataset under the per-dataset limit
+    for k in range(8):
+        f.create_dataset(f"layer/3/pad{k}", (9 * 10**7,), np.int64, chunks=(2**20,),
+                         compression="gzip")
+
+
+def _chunk_bomb(f):  # a small dataset whose single chunk inflates to 128 MiB
+    del f["layer/3/weight"]
+    f.create_dataset("layer/3/weight", (2**24,), np.int64, chunks=(2**24,), compression="gzip",
+                     maxshape=(None,))
+
+
+def _deep(f):
+    g = f
+    for _ in range(6000):
+        g = g.create_group("g")
+
+
+def _soft_loop(f):
+    f["layer/9"] = h5py.SoftLink("/layer/9")
+
+
+def _uint64_bias(f):
+    del f["layer/1/bias"]
+    f["layer/1/bias"] = np.array([2**64 - 1, 1], np.uint64)
+
+
+def _tamper(f):
+    f["layer/1/weight"][0, 0, 0, 0] = 40
+
+
+HDF5_CASES = {
+    "external storage of the weights": (_external_weight, "external storage"),
+    "external storage of a type string": (_external_type, "external storage"),
+    "external link to another HDF5 file": (_external_link, "ExternalLink"),
+    "virtual dataset mapping another file": (_virtual, "virtual dataset"),
+    "virtual dataset with a missing source": (lambda f: _virtual(f, True), "virtual dataset"),
+    "compressed datasets declaring 5.8 GB": (_bomb, "memory"),
+    "one 128 MiB compressed chunk": (_chunk_bomb, "per HDF5 chunk"),
+    "6000 nested groups": (_deep, "nested deeper than"),
+    "soft-link loop": (_soft_loop, "SoftLink"),
+    "bias stored as uint64 max": (_uint64_bias, "beyond the int64 range"),
+}
+
+
+@pytest.mark.parametrize("case", list(HDF5_CASES))
+def test_hdf5_that_points_elsewhere_or_declares_too_much_is_refused(d, case):
+    edit, words = HDF5_CASES[case]
+    path = unsealed(d, case.replace(" ", "_"), edit)
+    t0 = time.perf_counter()
+    for args in (["inspect", path], ["emulate", path, "-i", d / "x.npy", "-s", "4", "-o", d / "y.npy"]):
+        err = refused(cli(args), 3, words)
+        assert SECRET not in err and "root:x" not in err
+    assert time.perf_counter() - t0 < 10
+    assert not (d / "y.npy").exists()
+
+
+def test_file_claiming_to_be_ours_without_its_checksum_is_refused(d):
+    # stripped of seal and checksum, then tampered, but still carrying loihi_conv_version
+    path = unsealed(d, "stripped", _tamper, keep_checksum=True)
+    with h5py.File(path, "r+") as f:
+        del f.attrs[schema.CHECKSUM_ATTR]
+    refused(cli(["inspect", path]), 3, "claims to be written by loihi-conv", "no 'checksum'")
+    # an unsealed copy that keeps its checksum (h5repack) still reads; tampering it does not
+    refused(cli(["inspect", unsealed(d, "tampered", _tamper, keep_checksum=True)]), 3,
+            "checksum mismatch")
+    assert cli(["inspect", unsealed(d, "repacked", lambda f: None, keep_checksum=True)]).exit_code == 0
