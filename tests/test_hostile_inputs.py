@@ -75,9 +75,10 @@ def cli(args: list[str] | str, **env):
 
 def refused(res, code: int, *words: str) -> str:
     """One clean ``error:`` message with exit ``code`` containing ``words``; returns stderr."""
-    err = res.stderr
+    err = res.stderr.split("\r")[-1].lstrip()  # after any progress bar
     assert res.exit_code == code, (res.exit_code, err, res.output)
-    assert err.startswith("error: ") and "Traceback" not in err and "internal error" not in err, err
+    assert err.startswith("error: ") and err.count("error: ") == 1, err
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, err
     for w in words:
         assert w in err, (w, err)
     return err
@@ -262,3 +263,214 @@ def test_file_claiming_to_be_ours_without_its_checksum_is_refused(d):
     refused(cli(["inspect", unsealed(d, "tampered", _tamper, keep_checksum=True)]), 3,
             "checksum mismatch")
     assert cli(["inspect", unsealed(d, "repacked", lambda f: None, keep_checksum=True)]).exit_code == 0
+
+
+def test_uint64_inputs_beyond_int64_are_refused_not_wrapped(d):
+    np.save(d / "x_u64.npy", np.full((8, 8, 1), 2**63 + 5, np.uint64))
+    refused(cli(["emulate", d / "good.net", "-i", d / "x_u64.npy", "-s", "4", "-o", d / "y.npy"]), 2,
+            "beyond the int64 range")
+    assert not (d / "y.npy").exists()
+
+
+def test_huge_declared_state_is_refused_before_allocation(d):
+    blocks = [qir.Block("in", (1, 300, 300)),
+              qir.Block("c", (1000, 300, 300), [qir.ConvSyn("in", np.full((1000, 1, 1, 1), 2))],
+                        neuron=qir.Cuba(vth=100))]  # 9e7 neurons from a 20 kB file
+    netx_export.save(qir.QNetwork(blocks), d / "huge_state.net")
+    np.save(d / "x300.npy", np.ones((300, 300, 1), np.int32))
+    refused(cli(["emulate", d / "huge_state.net", "-i", d / "x300.npy", "-s", "4", "-o", d / "y.npy"]), 2,
+            "90090000 neurons", "GiB of memory", "LOIHI_CONV_MAX_BYTES")
+
+
+# ---- destinations -----------------------------------------------------------------------------
+def _outputs(d: Path, dest: Path) -> dict[str, list]:
+    """Every output flag of the quick commands, pointed at ``dest``."""
+    return {"emulate --out": ["emulate", d / "good.net", "-i", d / "x.npy", "-s", "4", "-o", dest],
+            "inspect --json": ["inspect", d / "good.net", "--json", dest],
+            "inspect --recipe-out": ["inspect", d / "recipe.net", "--recipe-out", dest],
+            "score --json": ["score", d / "good.net", "--samples", "4", "--json", dest]}
+
+
+@pytest.fixture(scope="module")
+def recipe_net(d) -> Path:
+    from loihi_conv.convert import Recipe
+
+    q = digits_net()
+    q.meta.update(model="$(touch PWNED)`id`'", recipe=Recipe().to_dict(), target="cuba")
+    return netx_export.save(q, d / "recipe.net")
+
+
+@pytest.mark.parametrize("kind", ["character device", "FIFO", "directory"])
+def test_devices_fifos_and_directories_are_never_replaced(d, recipe_net, tmp_path, kind):
+    dest = {"character device": Path("/dev/null"), "FIFO": tmp_path / "fifo", "directory": tmp_path / "dir"}[kind]
+    if kind == "FIFO":
+        os.mkfifo(dest)
+    if kind == "directory":
+        dest.mkdir()
+    before = os.stat(dest)
+    for flag, args in _outputs(d, dest).items():
+        res = cli(args)
+        assert res.exit_code == 2 and "Traceback" not in res.stderr, (flag, res.stderr)
+        assert kind in res.stderr or "is a directory" in res.stderr, (flag, res.stderr)
+        after = os.stat(dest)
+        assert (after.st_mode, after.st_ino, after.st_rdev) == (before.st_mode, before.st_ino, before.st_rdev), flag
+    assert sorted(p.name for p in dest.parent.iterdir() if p.name.startswith(f".{dest.name}.")) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if kind == "character device" else [dest.name])
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 200 kB tmpfs (needs root and mount rights; the test is skipped without them)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True,
+                          text=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}); ENOSPC untested")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_full_disk_leaves_no_partial_or_temp_file(d, recipe_net, tiny_fs):
+    outs = {**_outputs(d, tiny_fs / "out"),
+            "convert --out": ["convert", "--model", f"{d}/models.py:Good", "--dataset", "digits", "--target",
+                              "if-soft", "-T", "4", "--no-search", "--calib-size", "64", "-o", tiny_fs / "out"]}
+    for room in (0, 8192):  # nothing left; a few kB (the write starts, then fails)
+        (tiny_fs / "fill").unlink(missing_ok=True)
+        free = os.statvfs(tiny_fs).f_bavail * os.statvfs(tiny_fs).f_frsize
+        (tiny_fs / "fill").write_bytes(b"\0" * (free - room))
+        for flag, args in outs.items():
+            if room and flag != "convert --out":
+                args = ["emulate", d / "good.net", "-i", d / "x.npy", "-s", "4000", "-o", tiny_fs / "out"]
+            refused(cli(args), 2, "cannot write", "nothing was written")
+            assert sorted(p.name for p in tiny_fs.iterdir()) == ["fill"], (flag, room)
+
+
+def test_read_only_destination_is_refused_before_the_work(d, recipe_net, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro)], capture_output=True)
+    if proc.returncode:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        for flag, args in _outputs(d, ro / "out").items():
+            refused(cli(args), 2, "not writable")
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_sigterm_while_convert_writes_removes_the_temp_file(d, tmp_path, monkeypatch):
+    import signal
+
+    from netx_export import writer
+
+    real = writer._read_back
+
+    def read_back_then_sigterm(qnet, tmp):  # the temp file is complete on disk now
+        real(qnet, tmp)
+        assert Path(tmp).exists()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+        raise AssertionError("SIGTERM did not interrupt the write")
+
+    monkeypatch.setattr(writer, "_read_back", read_back_then_sigterm)
+    res = cli(["convert", "--model", f"{d}/models.py:Good", "--dataset", "digits", "--target", "if-soft",
+               "-T", "4", "--no-search", "--calib-size", "64", "-o", tmp_path / "c.net"])
+    assert res.exit_code == 143 and res.stderr.strip().endswith("terminated"), res.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is not None  # the CLI restored the previous handler
+
+
+# ---- Ctrl-C during a Lava run -----------------------------------------------------------------
+def _session(sid: int) -> list[str]:
+    """Live (non-zombie) processes of session ``sid``."""
+    out = subprocess.run(["ps", "-eo", "pid,sid,stat,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()[1:]
+            if line.split()[1] == str(sid) and not line.split()[2].startswith("Z")]
+
+
+def _lava_shm() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith(("psm_", "loihi_conv_lava_"))}
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("how", ["SIGINT to the process group", "SIGTERM to the main process"])
+def test_signal_during_run_lava_leaves_no_process_segment_or_output(d, how):
+    import signal
+
+    shm_before = _lava_shm()
+    out = d / f"run_{how[:6]}.json"
+    p = subprocess.Popen([sys.executable, "-m", "loihi_conv.app.cli", "run-lava", str(d / "good.net"),
+                          "--samples", "300", "-T", "64", "--json", str(out)],
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while len(_session(p.pid)) < 4 and time.time() < deadline:  # Lava's workers are up
+            time.sleep(0.2)
+        assert len(_session(p.pid)) >= 4, "Lava did not start"
+        time.sleep(1)
+        t0 = time.time()
+        if how.startswith("SIGINT"):
+            os.killpg(p.pid, signal.SIGINT)
+        else:
+            os.kill(p.pid, signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        took = time.time() - t0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == (130 if how.startswith("SIGINT") else 143), err[-500:]
+    assert took < 10 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("interrupted" if how.startswith("SIGINT") else "terminated")
+    time.sleep(0.5)
+    assert _session(p.pid) == []
+    assert _lava_shm() - shm_before == set()
+    assert not out.exists()
+
+
+# ---- what the tool prints and checks ------------------------------------------------------------
+def test_recipe_out_prints_a_shell_quoted_rebuild_command(d, recipe_net, tmp_path):
+    res = cli(["inspect", recipe_net, "--recipe-out", tmp_path / "r.toml"])
+    assert res.exit_code == 0, res.stderr
+    cmd = res.output.strip().splitlines()[-1].strip()
+    argv = shlex.split(cmd)
+    assert argv[argv.index("--model") + 1] == "$(touch PWNED)`id`'"
+    # a shell expands nothing in it
+    echoed = subprocess.run(["sh", "-c", "printf '%s\\n' " + cmd.split(" ", 2)[2]], capture_output=True,
+                            text=True, cwd=tmp_path).stdout.splitlines()
+    assert echoed[echoed.index("--model") + 1] == "$(touch PWNED)`id`'"
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("toml,words", [
+    ("timesteps = 16\n", ["timesteps=16 must be a list", "timesteps = [16]"]),
+    ("neuron_params = {s_max = -3}\n", ["neuron_params s_max=-3 must be >= 0"]),
+    ('neuron_model = "if-multibit"\nneuron_params = {s_max = 3}\n', ["neuron_params for 'if-multibit'",
+                                                                     "power of two"]),
+    ("s_max = -3\n", ["unknown option(s) s_max"]),
+])
+def test_bad_recipe_values_name_the_key_and_the_expected_type(d, tmp_path, toml, words):
+    (tmp_path / "r.toml").write_text(toml)
+    refused(cli(["evaluate", "--model", f"{d}/models.py:Good", "--dataset", "digits", "--recipe",
+                 tmp_path / "r.toml", "-T", "4"]), 2, "recipe: ", *words)
+
+
+def test_scoring_on_another_dataset_warns(d, tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "other.npz", x_train=rng.random((20, 1, 8, 8), np.float32), y_train=rng.integers(0, 10, 20),
+             x_test=rng.random((20, 1, 8, 8), np.float32), y_test=rng.integers(0, 10, 20))
+    res = cli(["score", d / "good.net", "--dataset", tmp_path / "other.npz", "--samples", "8"])
+    assert res.exit_code == 0, res.stderr
+    assert "warning: " in res.stderr and "was converted for digits, not" in res.stderr
+    res = cli(["score", d / "good.net", "--samples", "8"])
+    assert res.exit_code == 0 and "warning" not in res.stderr
+
+
+def test_lava_dl_import_prints_nothing():
+    code = "from netx_export import lava_env; lava_env.import_netx(); print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0 and proc.stdout == "ok\n" and proc.stderr == "", proc.stderr
