@@ -391,8 +391,20 @@ def _session(sid: int) -> list[str]:
             if line.split()[1] == str(sid) and not line.split()[2].startswith("Z")]
 
 
-def _lava_shm() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith(("psm_", "loihi_conv_lava_"))}
+def _mapped_shm(sid: int) -> set[Path]:
+    """/dev/shm entries (Lava's shared-memory segments, the runner's I/O directory) that the
+    processes of session ``sid`` have mapped: ours, not those of other runs on the machine."""
+    found = set()
+    for line in _session(sid):
+        try:
+            maps = Path(f"/proc/{line.split()[0]}/maps").read_text()
+        except OSError:
+            continue
+        for m in maps.splitlines():
+            path = m.split(maxsplit=5)[-1]
+            if path.startswith("/dev/shm/"):
+                found.add(Path("/dev/shm") / Path(path).relative_to("/dev/shm").parts[0])
+    return found
 
 
 @pytest.mark.lava
@@ -400,7 +412,6 @@ def _lava_shm() -> set[str]:
 def test_signal_during_run_lava_leaves_no_process_segment_or_output(d, how):
     import signal
 
-    shm_before = _lava_shm()
     out = d / f"run_{how[:6]}.json"
     p = subprocess.Popen([sys.executable, "-m", "loihi_conv.app.cli", "run-lava", str(d / "good.net"),
                           "--samples", "300", "-T", "64", "--json", str(out)],
@@ -412,6 +423,8 @@ def test_signal_during_run_lava_leaves_no_process_segment_or_output(d, how):
             time.sleep(0.2)
         assert len(_session(p.pid)) >= 4, "Lava did not start"
         time.sleep(1)
+        shm = _mapped_shm(p.pid)
+        assert any(s.name.startswith("psm_") for s in shm) and any(s.is_dir() for s in shm), shm
         t0 = time.time()
         if how.startswith("SIGINT"):
             os.killpg(p.pid, signal.SIGINT)
@@ -427,7 +440,7 @@ def test_signal_during_run_lava_leaves_no_process_segment_or_output(d, how):
     assert err.strip().splitlines()[-1] == ("interrupted" if how.startswith("SIGINT") else "terminated")
     time.sleep(0.5)
     assert _session(p.pid) == []
-    assert _lava_shm() - shm_before == set()
+    assert [s for s in shm if s.exists()] == []
     assert not out.exists()
 
 
