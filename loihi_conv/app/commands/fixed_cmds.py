@@ -29,8 +29,10 @@ def _load_net(path: str):
     return netx_export.load(path)
 
 
-def _dataset_of(qnet, dataset: str | None, net: str) -> str:
-    """The dataset to run ``qnet`` on; its images must fit the network's input layer."""
+def _dataset_of(qnet, dataset: str | None, net: str, warn: bool = True) -> str:
+    """The dataset to run ``qnet`` on; its images must fit the network's input layer.
+    ``warn``: warn now if it is not the dataset the file was made for (else call
+    ``warn_other_dataset`` once the caller's own checks passed)."""
     from loihi_conv.app.data import dataset_info
 
     ds = dataset or qnet.meta.get("dataset")
@@ -44,11 +46,17 @@ def _dataset_of(qnet, dataset: str | None, net: str) -> str:
                              f"images are {image}",
                              f"pass --dataset {made_for}" if made_for and made_for != ds else
                              "pass the dataset the network was made for with --dataset")
+    if warn:
+        warn_other_dataset(qnet, ds, net)
+    return ds
+
+
+def warn_other_dataset(qnet, ds: str, net: str) -> None:
+    """Same image shape, other data (an MNIST network on Fashion-MNIST): say so."""
     made_for = qnet.meta.get("dataset")
-    if isinstance(made_for, str) and made_for != ds:  # same image shape, other data: say so
+    if isinstance(made_for, str) and made_for != ds:
         warnings.warn(f"{net} was converted for {made_for}, not {ds}: its accuracy on {ds} says nothing "
                       f"about the conversion (drop --dataset to use {made_for})", stacklevel=2)
-    return ds
 
 
 @main.command()
