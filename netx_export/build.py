@@ -124,7 +124,7 @@ def _is_standard(qnet: qir.QNetwork) -> bool:
 
 # ---- netx ---------------------------------------------------------------------------------
 def _build_netx(qnet: qir.QNetwork, path: Path | None, input_message_bits: int) -> LavaNet:
-    from lava.lib.dl import netx  # imports torch via slayer: only when actually needed
+    netx = lava_env.import_netx()  # imports torch via slayer: only when actually needed
 
     def network(p: Path):
         try:

@@ -21,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from loihi_conv.base.budget import check_fits
 from loihi_conv.base.errors import NetXFormatError
 from loihi_conv.base.layout import whc_to_chw
 from loihi_conv.fixed import qir
@@ -67,9 +68,15 @@ def _open(path) -> h5py.File:
     except ValueError as e:
         raise _err(f"{p}: {e}") from e
     try:
-        return h5py.File(p, "r")
+        f = h5py.File(p, "r")
     except Exception as e:
-        raise _err(f"{p} is not a readable HDF5 file (garbage or truncated?): {e}") from e
+        raise _err(f"{p} is not a readable HDF5 file (garbage or truncated?)") from e
+    try:
+        _audit(f, p)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _info(f: h5py.File) -> dict:
@@ -142,20 +149,60 @@ def _layer_groups(f: h5py.File) -> list[h5py.Group]:
     return groups
 
 
-def _check_sizes(layer_root: h5py.Group) -> None:
-    """Refuse absurd datasets from their metadata alone, before reading any data."""
-    total = 0
+def _audit(f: h5py.File, path: Path) -> None:
+    """Walk the object tree from its metadata alone, before any dataset is read: refuse links
+    (soft or to another file), datasets stored in other files (external storage, virtual
+    datasets), trees deeper or larger than a network, and declared sizes (a decompression bomb
+    declares its inflated size) beyond the memory budget. Never opens or names another file."""
+    count, values = 0, 0.0
+    stack: list[tuple[h5py.Group, str, int]] = [(f, "", 0)]
+    try:
+        while stack:
+            group, where, depth = stack.pop()
+            for name in group:
+                count += 1
+                at = f"{where}/{name}"
+                if count > schema.MAX_OBJECTS:
+                    raise _err(f"{path}: more than {schema.MAX_OBJECTS} HDF5 objects: not a "
+                               "network file")
+                if depth + 1 > schema.MAX_DEPTH:
+                    raise _err(f"{path}: {at[:80]}...: groups nested deeper than "
+                               f"{schema.MAX_DEPTH} levels: not a network file")
+                link = group.get(name, getlink=True)
+                if not isinstance(link, h5py.HardLink):
+                    raise _err(f"{path}: {at} is an HDF5 {type(link).__name__}; links (to this "
+                               "or another file) are refused, a NetX file holds its data itself")
+                obj = group[name]
+                if isinstance(obj, h5py.Group):
+                    stack.append((obj, at, depth + 1))
+                elif isinstance(obj, h5py.Dataset):
+                    values += _audit_dataset(obj, at, path)
+    except NetXFormatError:
+        raise
+    except Exception as e:  # h5py on damaged metadata
+        raise _err(f"{path}: unreadable HDF5 object tree ({type(e).__name__})") from e
+    check_fits(8 * values, f"{path}: the {values:.0f} values its datasets declare",
+               "this is not a network the emulator or Lava can hold; check the file",
+               NetXFormatError)
 
-    def visit(name, obj):
-        nonlocal total
-        if isinstance(obj, h5py.Dataset):
-            if obj.size > schema.MAX_ELEMENTS:
-                raise _err(f"dataset layer/{name} has {obj.size} elements (limit "
-                           f"{schema.MAX_ELEMENTS})", "this is not a network Loihi can hold")
-            total += obj.size
-    layer_root.visititems(visit)
-    if total > 10 * schema.MAX_ELEMENTS:
-        raise _err(f"the file holds {total} values in total", "split or shrink the network")
+
+def _audit_dataset(ds: h5py.Dataset, at: str, path: Path) -> int:
+    """The element count of one dataset, after refusing data stored outside the file."""
+    if ds.is_virtual:
+        raise _err(f"{path}: dataset {at} is a virtual dataset (its data lives in other files); "
+                   "refused without reading it")
+    if ds.external:
+        raise _err(f"{path}: dataset {at} uses HDF5 external storage (its bytes live in another "
+                   "file); refused without reading it")
+    if ds.size > schema.MAX_ELEMENTS:
+        raise _err(f"{path}: dataset {at} declares {ds.size} elements (limit "
+                   f"{schema.MAX_ELEMENTS})", "this is not a network Loihi can hold")
+    if ds.chunks is not None:
+        chunk = int(np.prod(ds.chunks, dtype=np.float64)) * ds.dtype.itemsize
+        if chunk > schema.MAX_CHUNK_BYTES:
+            raise _err(f"{path}: dataset {at} declares {chunk} bytes per HDF5 chunk (limit "
+                       f"{schema.MAX_CHUNK_BYTES})", "rewrite the file without huge chunks")
+    return int(ds.size)
 
 
 # ---- dataset helpers --------------------------------------------------------------------------
@@ -169,6 +216,9 @@ def _ints(g: h5py.Group, key: str, where: str) -> np.ndarray:
     if ds.dtype.kind not in "iufb":
         raise _err(f"{where}: '{key}' has dtype {ds.dtype}, expected numbers")
     a = np.asarray(ds[()])
+    if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
+        raise _err(f"{where}: '{key}' holds unsigned values beyond the int64 range (e.g. "
+                   f"{int(a.max())}); netx and Lava would wrap them", "write signed integers")
     if a.dtype.kind == "f":
         if not np.all(np.isfinite(a)) or np.any(np.abs(a) > 2.0**62):
             raise _err(f"{where}: '{key}' holds non-finite or huge values")
@@ -202,9 +252,12 @@ def _type(g: h5py.Group, where: str, key: str = "type") -> str:
     if key not in g or not isinstance(g[key], h5py.Dataset):
         raise _err(f"{where}: missing '{key}'")
     try:
-        return schema.decode_str(g[key][()])
+        value = schema.decode_str(g[key][()])
     except (ValueError, UnicodeDecodeError) as e:
         raise _err(f"{where}: unreadable '{key}' ({e})") from e
+    if len(value) > 32 or not value.isprintable():  # a name, never text to echo back
+        raise _err(f"{where}: '{key}' is not a short type name ({len(value)} characters)")
+    return value
 
 
 # ---- parsing --------------------------------------------------------------------------------
@@ -220,7 +273,11 @@ class _Ctx:
 def _parse(f: h5py.File, path: Path) -> qir.QNetwork:
     info = _info(f)
     groups = _layer_groups(f)
-    _check_sizes(f["layer"])
+    ours = [k for k in schema.OUR_MARKS if k in f.attrs]
+    if ours and info["checksum"] is None:
+        raise _err(f"{path}: claims to be written by loihi-conv (attribute {ours[0]!r}) but has "
+                   f"no '{schema.CHECKSUM_ATTR}' attribute: stripped or altered after it was written",
+                   "re-export the network; do not edit exported files by hand")
     if info["checksum"] is not None and info["checksum"] != schema.file_checksum(f):
         raise _err(f"{path}: checksum mismatch: the file changed after it was written",
                    "re-export the network; do not edit exported files by hand")

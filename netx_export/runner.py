@@ -166,8 +166,8 @@ class LavaRunner:
             c.anchor.run(condition=_run_steps(steps), run_cfg=self._run_cfg())
             t2 = time.perf_counter()
             res = self._collect(c, steps, pairs, t2 - t1)
-        except Exception:
-            self.close()
+        except BaseException:  # also Ctrl-C / SIGTERM: tear the runtime down, wait for nothing
+            self.close(abort=True)
             raise
         self.timing["compile_s"] += t1 - t0
         self.timing["run_s"] += t2 - t1
@@ -175,24 +175,30 @@ class LavaRunner:
         self.timing["samples"] += 1
         return res
 
-    def close(self) -> None:
-        """Stop the Lava runtime and remove the I/O files (idempotent)."""
+    def close(self, abort: bool = False) -> None:
+        """Stop the Lava runtime and remove the I/O files (idempotent). ``abort``: kill the
+        runtime's processes instead of Lava's graceful stop (after an error or a signal)."""
         c, self._c = self._c, None
         if c is None:
             return
         try:
-            if c.started:
+            if abort or not c.started:
+                lava_env.abort_runtime(c.anchor)
+            else:
                 c.anchor.stop()
-        except Exception:  # a runtime that already died cannot be stopped twice
-            pass
+        except Exception:  # a runtime that already died cannot be stopped: kill what is left
+            lava_env.abort_runtime(c.anchor)
+        except BaseException:  # interrupted while stopping
+            lava_env.abort_runtime(c.anchor)
+            raise
         finally:
             shutil.rmtree(c.workdir, ignore_errors=True)
 
     def __enter__(self) -> "LavaRunner":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(abort=exc_type is not None)
 
     @property
     def seconds_per_step(self) -> float:
@@ -204,16 +210,13 @@ class LavaRunner:
         return build(self._source, engine=self.engine, input_message_bits=self.input_message_bits)
 
     def _compile(self, key: tuple) -> None:
-        """Wire sources, recorders and the SampleReset around a freshly built network."""
-        from netx_export.procs.mmapio import MmapSource, PortRecorder, VarRecorder, open_file
-
+        """Build (or take the prebuilt) network and wire its I/O (``_wire``)."""
         self.close()
         steps, pairs, inject, static = key
         t0 = time.perf_counter()
         net, self._prebuilt = (self._prebuilt or self._build()), None
         self.timing["build_s"] += time.perf_counter() - t0
-        first, out = net.blocks[0], net.output
-        rows = 1 if static else steps
+        first = net.blocks[0]
         if net.inputs and inject != "a_in":
             raise LoihiConvError(f"inject={inject!r} needs an input neuron; input block "
                                  f"{first.name!r} has none", "use inject='a_in'")
@@ -221,6 +224,19 @@ class LavaRunner:
             raise LoihiConvError(f"inject='bias' needs a LIF or SoftIF input neuron, input is "
                                  f"{type(first.model).__name__}", "use inject='a_in'")
         workdir = Path(tempfile.mkdtemp(prefix="loihi_conv_lava_", dir=_shm()))
+        try:
+            self._c = self._wire(key, net, workdir)
+        except BaseException:  # nothing compiled yet: only the I/O files to remove
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    def _wire(self, key: tuple, net: LavaNet, workdir: Path) -> _Compiled:
+        """Sources, recorders and the SampleReset around the network."""
+        from netx_export.procs.mmapio import MmapSource, PortRecorder, VarRecorder, open_file
+
+        steps, pairs, inject, static = key
+        first, out = net.blocks[0], net.output
+        rows = 1 if static else steps
 
         def new_file(name: str, shape: tuple[int, ...], n: int) -> tuple[str, np.memmap]:
             path = str(workdir / f"{name}.i64")
@@ -245,12 +261,14 @@ class LavaRunner:
             path, recorders[(name, var)] = new_file(f"state{k}", target.shape, steps)
             VarRecorder(shape=target.shape, rows=steps, path=path).ref.connect_var(target)
         _sample_reset(net, steps)
-        self._c = _Compiled(key, net, workdir, sources, recorders, anchor)
+        return _Compiled(key, net, workdir, sources, recorders, anchor)
 
     def _start(self, c: _Compiled) -> None:
         """Compile and start the runtime (the expensive part, once per compile key)."""
         cfg = self._run_cfg()
-        c.anchor.create_runtime(run_cfg=cfg, executable=c.anchor.compile(run_cfg=cfg))
+        executable = c.anchor.compile(run_cfg=cfg)
+        with lava_env.children_ignore_signals():
+            c.anchor.create_runtime(run_cfg=cfg, executable=executable)
         c.started = True
 
     def _run_cfg(self):

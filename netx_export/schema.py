@@ -42,6 +42,15 @@ EXT_NEURON_TYPES = ("SOFTIF", "DELTA")
 
 MAX_ELEMENTS = 10**8  # per dataset; anything bigger is not a network we can build
 MAX_LAYERS = 10_000
+# The object tree: our deepest path is layer/<i>/synapses/<k>/spikePool/<key> (depth 6); a file
+# is refused while it is being walked as soon as it goes deeper or holds more objects than any
+# network (a 6000-level tree is refused at level 9, not after minutes).
+MAX_DEPTH = 8
+MAX_OBJECTS = 20 * MAX_LAYERS
+MAX_CHUNK_BYTES = 64 << 20  # one HDF5 chunk is inflated whole to read any element of it
+# Root attributes a loihi-conv writer sets: a file carrying one claims to be ours, and must then
+# carry a matching CHECKSUM_ATTR (the 512-byte seal is optional: h5repack drops it).
+OUR_MARKS = (VERSION_ATTR, FORMAT_ATTR)
 MAX_CONV_GEOMETRY = 2**16  # stride/padding/dilation; torch's conv dies with SIGFPE from 2^32 on
 # SoftIF payload modes (qir.SoftIF.mode; extension keys spikeMode/maxUnits) are registered in
 # loihi_conv.fixed.softif_modes (each says whether max_units must be a power of two). The binary

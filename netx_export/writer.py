@@ -4,13 +4,14 @@ Standard files load in lava-dl 0.6.0's unmodified ``netx.hdf5.Network``; the wri
 anything netx would silently mangle (reference doc sections 1.7 and 6). Extension files add
 what netx cannot express (docs/netx-extension.md) and are built by ``netx_export.build``.
 
-The write is atomic: a temp file in the target directory is written, fsynced, read back with
-the reader and compared with the input network, and only then renamed over ``path``.
+The write is atomic (``loihi_conv.base.files.atomic_path``): a temp file in the target directory
+is written, read back with the reader and compared with the input network, fsynced, and only
+then renamed over ``path``.
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from functools import singledispatch
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 
 import loihi_conv
 from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.files import atomic_path
 from loihi_conv.base.layout import chw_to_whc
 from loihi_conv.fixed import qir
 from netx_export import schema, validate
@@ -47,40 +49,28 @@ def save(qnet: qir.QNetwork, path: str | os.PathLike, *, extension: bool | None 
     if not path.parent.is_dir():
         raise LoihiConvError(f"cannot write {path}: directory {path.parent} does not exist",
                              "create the directory first")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise LoihiConvError(f"cannot write into {path.parent}: {e}",
-                             "choose a writable directory") from e
-    try:
-        _write_file(qnet, tmp, use_ext)
-        _fsync(tmp)
-        _read_back(qnet, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise LoihiConvError(f"cannot write {path}: {e}", "check the path, disk space and "
-                             "permissions") from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:  # refuses devices/FIFOs/dirs; disk full -> one clean error
+        _write_file(qnet, str(tmp), use_ext)
+        _read_back(qnet, str(tmp))
     _fsync_dir(path.parent)
     return path
 
 
 def _write_file(qnet: qir.QNetwork, tmp: str, use_ext: bool) -> None:
-    try:
-        with h5py.File(tmp, "w", userblock_size=schema.USERBLOCK) as f:
-            layers = f.create_group("layer")
-            index: dict[str, int] = {}
-            for i, block in enumerate(qnet.blocks):
-                _write_block(layers, block, i == 0, index, qnet, use_ext)
-            _write_root_attrs(f, qnet, use_ext)
-            f.attrs[schema.CHECKSUM_ATTR] = schema.file_checksum(f)
-        schema.seal_file(tmp)
-    except OSError as e:
-        raise LoihiConvError(f"could not write {tmp}: {e}", "check disk space and permissions")
+    """Build the file in memory, then write its bytes with one plain write: libhdf5 writing
+    onto a full disk can crash the interpreter when it closes the file (seen on a 200 kB
+    tmpfs), a plain write raises a clean OSError."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w", userblock_size=schema.USERBLOCK) as f:
+        layers = f.create_group("layer")
+        index: dict[str, int] = {}
+        for i, block in enumerate(qnet.blocks):
+            _write_block(layers, block, i == 0, index, qnet, use_ext)
+        _write_root_attrs(f, qnet, use_ext)
+        f.attrs[schema.CHECKSUM_ATTR] = schema.file_checksum(f)
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getbuffer())
+    schema.seal_file(tmp)
 
 
 def _write_root_attrs(f: h5py.File, qnet: qir.QNetwork, use_ext: bool) -> None:
@@ -268,11 +258,6 @@ def _read_back(qnet: qir.QNetwork, tmp: str) -> None:
     if diffs:
         raise LoihiConvError("the written file does not read back as the same network: "
                              + "; ".join(diffs[:5]), "report this as a loihi-conv bug")
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

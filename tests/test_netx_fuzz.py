@@ -9,7 +9,8 @@ Our writer seals every file (a 512-byte user block with a SHA-256 of the rest, p
 checksum attribute), so a structurally mutated file would be refused by the seal alone. To
 exercise the structural checks, each structural mutation is applied either to a *resealed* file
 (checksum attribute recomputed, user block rewritten, as a careful editor would) or to a
-*foreign* copy (plain HDF5 without our user block and checksum, like lava-dl's files).
+*foreign* copy (plain HDF5 without our user block, checksum recomputed; a copy that claims to
+be ours without a checksum is refused, tests/test_hostile_inputs.py).
 
 The property: ``netx_export.load`` and then ``emulate`` either succeed or raise
 ``LoihiConvError`` (``NetXFormatError`` is a subclass) -- never anything else.
@@ -288,21 +289,27 @@ def apply_op(f: h5py.File, op: tuple[str, int, int], large_ok: bool) -> None:
 
 
 def _foreign_copy(src: Path, dst: Path) -> None:
-    """Plain HDF5 without our user block or checksum: the reader treats it like lava-dl's."""
+    """Plain HDF5 without our user block (as h5repack leaves it): the content checksum is all
+    that is left of our integrity checks, and a file claiming to be ours must keep it."""
     with h5py.File(src, "r") as fs, h5py.File(dst, "w") as fd:
         for k, v in fs.attrs.items():
-            if k != schema.CHECKSUM_ATTR:
-                fd.attrs[k] = v
+            fd.attrs[k] = v
         fs.copy(fs["layer"], fd, name="layer")
+
+
+def _rechecksum(f: h5py.File) -> None:
+    """Recompute the content checksum after an edit, as a careful editor would (not over a
+    dataset declared huge: the reader must refuse that from its metadata before reading it)."""
+    small = "layer" in f and all(o.size < 10**6 for _, o in _items(f) if isinstance(o, h5py.Dataset))
+    if small and schema.CHECKSUM_ATTR in f.attrs:
+        f.attrs[schema.CHECKSUM_ATTR] = schema.file_checksum(f)
 
 
 def _reseal(path: Path) -> None:
     """Recompute the content checksum (unless a mutation declared a huge dataset, which the
     reader must refuse from its metadata before reading it) and rewrite the user block."""
     with h5py.File(path, "r+") as f:
-        small = "layer" in f and all(o.size < 10**6 for _, o in _items(f) if isinstance(o, h5py.Dataset))
-        if small and schema.CHECKSUM_ATTR in f.attrs:
-            f.attrs[schema.CHECKSUM_ATTR] = schema.file_checksum(f)
+        _rechecksum(f)
     schema.seal_file(path)
 
 
@@ -320,6 +327,8 @@ def test_structural_mutations_are_rejected_or_run(base, work, name, mode, ops):
     with h5py.File(path, "r+") as f:
         for op in ops:
             apply_op(f, op, large_ok=not sealed or mode == "foreign")
+        if mode == "foreign":
+            _rechecksum(f)
     if sealed and mode == "reseal":
         _reseal(path)
     load_and_run(path)
@@ -332,6 +341,7 @@ def _mutated_foreign(base, work, name: str, fn) -> Path:
     _foreign_copy(work / "src.net", path)
     with h5py.File(path, "r+") as f:
         fn(f)
+        _rechecksum(f)
     return path
 
 

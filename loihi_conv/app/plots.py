@@ -33,12 +33,13 @@ def _color(label: str, i: int) -> str:
 
 def save(fig: Figure, out_dir: str | Path, name: str) -> dict[str, Path]:
     """Write ``fig`` as ``out_dir/name.png`` (150 dpi) and ``.svg``; returns {format: path}."""
+    from loihi_conv.base.files import atomic_write
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for fmt in FORMATS:
-        paths[fmt] = out / f"{name}.{fmt}"
-        fig.savefig(paths[fmt], dpi=150, bbox_inches="tight")
+    for fmt in FORMATS:  # atomic: a full disk leaves no half-drawn figure
+        paths[fmt] = atomic_write(out / f"{name}.{fmt}",
+                                  lambda p, fmt=fmt: fig.savefig(p, format=fmt, dpi=150, bbox_inches="tight"))
     return paths
 
 

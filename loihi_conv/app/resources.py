@@ -503,17 +503,20 @@ def recipe_of(path: str | os.PathLike):
 
 
 def reproduce_command(path: str | os.PathLike, recipe_path: str | os.PathLike, out: str = "copy.net") -> str:
-    """The ``loihi-conv convert`` command that rebuilds ``path`` from its stored recipe."""
+    """The ``loihi-conv convert`` command that rebuilds ``path`` from its stored recipe. Every
+    value comes from the file or the user, so each is shell-quoted: pasting it runs nothing else."""
+    import shlex
+
     import netx_export
 
     meta = netx_export.read_info(path).get("meta") or {}
-    model = meta.get("model", "MODEL")
-    parts = ["loihi-conv convert", f"--model {model}"]
-    if ":" in str(model) or str(model).endswith(".py"):
-        parts += ["--weights WEIGHTS.pt", f"--dataset {meta.get('dataset', 'DATASET')}"]
-    parts += [f"--target {meta.get('target', 'TARGET')}", f"--timesteps {meta.get('timesteps', 'T')}",
-              f"--recipe {recipe_path}", f"--out {out}"]
-    return " ".join(parts)
+    model = str(meta.get("model", "MODEL"))
+    args = ["--model", model]
+    if ":" in model or model.endswith(".py"):
+        args += ["--weights", "WEIGHTS.pt", "--dataset", str(meta.get("dataset", "DATASET"))]
+    args += ["--target", str(meta.get("target", "TARGET")), "--timesteps", str(meta.get("timesteps", "T")),
+             "--recipe", str(recipe_path), "--out", str(out)]
+    return "loihi-conv convert " + " ".join(shlex.quote(a) for a in args)
 
 
 def save_recipe(path: str | os.PathLike, out: str | os.PathLike) -> Path:

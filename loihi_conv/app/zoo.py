@@ -28,7 +28,7 @@ from torch import nn
 from loihi_conv.app.data import cache_dir, dataset_info
 from loihi_conv.app.train import TrainConfig, train_model
 from loihi_conv.base.errors import LoihiConvError
-from loihi_conv.base.files import atomic_write
+from loihi_conv.base.files import atomic_write, refuse_code_archive
 
 
 # --------------------------------------------------------------------------- models
@@ -221,6 +221,7 @@ def checkpoint_path(name: str) -> Path:
 
 
 def _load_state(path: Path) -> dict:
+    refuse_code_archive(path)  # before torch.load: it would jit.load a TorchScript zip
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt/foreign file

@@ -104,6 +104,10 @@ class Recipe:
     weight_rounding: str = "nearest"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.timesteps, (list, tuple)):
+            raise LoihiConvError(f"recipe: timesteps={self.timesteps!r} must be a list of positive integers",
+                                 f"write timesteps = [{self.timesteps!r}]" if _is_int(self.timesteps)
+                                 else "write e.g. timesteps = [16, 64, 256]")
         self.timesteps = tuple(self.timesteps)
         self.validate()
 
@@ -159,7 +163,13 @@ class Recipe:
             bad(f"seed={self.seed!r} must be an integer", "use e.g. seed=0")
         if not isinstance(self.neuron_params, dict):
             bad(f"neuron_params={self.neuron_params!r} must be a table", "use e.g. neuron_params={'s_max': 2}")
-        threshold_scale(self.neuron_model, self.neuron_params)  # raises on a bad model option
+        for key, value in self.neuron_params.items():  # counts and step allowances: never negative
+            if _is_number(value) and value < 0:
+                bad(f"neuron_params {key}={value!r} must be >= 0", f"use e.g. neuron_params={{{key!r}: 2}}")
+        try:
+            threshold_scale(self.neuron_model, self.neuron_params)  # raises on a bad model option
+        except LoihiConvError as e:
+            bad(f"neuron_params for {self.neuron_model!r}: {e.problem.split(': ', 1)[-1]}", e.fix or "")
         if self.max_pool not in POOLING_SCHEMES:
             bad(f"unknown max_pool {self.max_pool!r}", f"use one of: {', '.join(sorted(POOLING_SCHEMES))}")
         if not isinstance(self.output, str) or self.output not in READOUTS:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import click
@@ -28,8 +29,10 @@ def _load_net(path: str):
     return netx_export.load(path)
 
 
-def _dataset_of(qnet, dataset: str | None, net: str) -> str:
-    """The dataset to run ``qnet`` on; its images must fit the network's input layer."""
+def _dataset_of(qnet, dataset: str | None, net: str, warn: bool = True) -> str:
+    """The dataset to run ``qnet`` on; its images must fit the network's input layer.
+    ``warn``: warn now if it is not the dataset the file was made for (else call
+    ``warn_other_dataset`` once the caller's own checks passed)."""
     from loihi_conv.app.data import dataset_info
 
     ds = dataset or qnet.meta.get("dataset")
@@ -43,7 +46,17 @@ def _dataset_of(qnet, dataset: str | None, net: str) -> str:
                              f"images are {image}",
                              f"pass --dataset {made_for}" if made_for and made_for != ds else
                              "pass the dataset the network was made for with --dataset")
+    if warn:
+        warn_other_dataset(qnet, ds, net)
     return ds
+
+
+def warn_other_dataset(qnet, ds: str, net: str) -> None:
+    """Same image shape, other data (an MNIST network on Fashion-MNIST): say so."""
+    made_for = qnet.meta.get("dataset")
+    if isinstance(made_for, str) and made_for != ds:
+        warnings.warn(f"{net} was converted for {made_for}, not {ds}: its accuracy on {ds} says nothing "
+                      f"about the conversion (drop --dataset to use {made_for})", stacklevel=2)
 
 
 @main.command()
@@ -174,12 +187,27 @@ def emulate(obj: Ctx, net: str, input_path: str, steps: int, out: str, inject: s
                              "transpose PyTorch (T,C,H,W) data to (W,H,C,T)")
     if not np.issubdtype(x.dtype, np.integer) and not np.all(np.mod(x, 1) == 0):
         raise LoihiConvError(f"input {input_path} holds non-integer values", "Loihi inputs are integers: round them")
+    if x.size and np.abs(x.astype(np.float64)).max() >= 2.0**63:  # would wrap in int64
+        raise LoihiConvError(f"input {input_path} holds values beyond the int64 range (up to "
+                             f"{np.abs(x).max()})", "Loihi inputs are small integers: rescale them")
+    check_state_fits(qnet, steps, "emulate", "fewer --steps or a smaller network")
     res = run(qnet, x_t[None].astype(np.int64), steps, inject=inject)
     y = layout.torch_to_lava(res.output[0])
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, y)
     obj.echo(f"wrote {out} {y.shape} ({int((y != 0).sum())} non-zero messages)")
+
+
+def check_state_fits(qnet, steps: int, what: str, fix: str, samples: int = 1) -> None:
+    """The memory a run claims, from the file's declared shapes, before allocating it: a few
+    int64 arrays per neuron (states, synapse buffers) and the output recorded every step."""
+    from loihi_conv.base.budget import check_fits
+
+    neurons = sum(int(np.prod(b.shape)) for b in qnet.blocks)
+    out = int(np.prod(qnet.blocks[-1].shape))
+    check_fits(8.0 * samples * (16 * neurons + 2 * steps * out),
+               f"{what} of {neurons} neurons for {steps} steps", fix)
 
 
 def _read_npy(path: str) -> np.ndarray:
@@ -214,8 +242,9 @@ def run_lava(obj: Ctx, net, dataset, samples, timesteps, hardware, json_out) -> 
     qnet = _load_net(net)
     ds = _dataset_of(qnet, dataset, net)
     T = _timesteps_of(qnet, timesteps)
-    x, y = pipeline.test_data(ds, samples)
     steps = steps_for(qnet, T)
+    check_state_fits(qnet, steps, "the Lava run", "use a smaller network or fewer --timesteps")
+    x, y = pipeline.test_data(ds, samples)
     x_int = encode(qnet, x)
     preds = []
     with LavaRunner(net, hardware=hardware) as runner:

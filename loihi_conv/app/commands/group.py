@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -42,8 +45,11 @@ def guarded(fn):
         ctx = click.get_current_context().find_object(Ctx)
         debug = ctx.debug if ctx else False
         try:
+            _check_outputs(kwargs)
             with warnings.catch_warnings():
                 warnings.showwarning = functools.partial(_show_warning, debug)
+                if not debug:  # Lava's own numerics (e.g. 0/0 in its conv utils) are not the user's
+                    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"lava\.")
                 return fn(*args, **kwargs)
         except LoihiConvError as e:
             if debug:
@@ -53,6 +59,16 @@ def guarded(fn):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("terminated", err=True)
+            sys.exit(143)
+        except OSError as e:  # a file the OS refused us (permissions, disk, a device): not a bug
+            if debug or not e.errno:
+                raise
+            where = f": {e.filename}" if e.filename else ""
+            click.echo(f"error: {os.strerror(e.errno)}{where}\n  fix: check the path, its "
+                       "permissions and the free disk space", err=True)
+            sys.exit(2)
         except Exception as e:  # noqa: BLE001 - last line of defence; a bug, not bad input
             if debug:
                 raise
@@ -61,6 +77,41 @@ def guarded(fn):
             sys.exit(1)
 
     return wrapper
+
+
+OUTPUT_PARAMS = ("out", "json_out", "recipe_out")  # file outputs: checked before any work
+
+
+def _check_outputs(kwargs: dict) -> None:
+    """Every output file the command was given: not a device/FIFO/directory, in a writable
+    place -- refused before minutes of work, not after."""
+    from loihi_conv.base.files import check_writable
+
+    command = click.get_current_context().command
+    files = [p.name for p in command.params if p.name in OUTPUT_PARAMS
+             and isinstance(p.type, click.Path) and not p.type.dir_okay]
+    check_writable(*(kwargs.get(name) for name in files))
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main process so that cleanup runs (temp files of atomic writes,
+    Lava runtimes): Python's default action would end the process on the spot."""
+
+
+def _on_sigterm(main_pid: int, signum, frame) -> None:
+    if os.getpid() != main_pid:  # a forked child that kept the handler: the default action
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
+
+
+def _install_sigterm(ctx: click.Context) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, os.getpid()))
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 def _show_warning(debug: bool, message, category, filename, lineno, file=None, line=None) -> None:
@@ -120,3 +171,4 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
       loihi-conv verify mnist.net --dataset mnist --samples 5 --timesteps 32
     """
     ctx.obj = Ctx(debug, quiet)
+    _install_sigterm(ctx)

@@ -7,7 +7,7 @@ import time
 import click
 import numpy as np
 
-from loihi_conv.app.commands.fixed_cmds import _dataset_of, _load_net, _progress, _timesteps_of
+from loihi_conv.app.commands.fixed_cmds import _dataset_of, _load_net, _progress, _timesteps_of, warn_other_dataset
 from loihi_conv.app.commands.group import Ctx, guarded, main, write_json
 from loihi_conv.base.errors import LoihiConvError
 
@@ -47,13 +47,14 @@ def score(obj: Ctx, net, dataset, samples, backend, timesteps, batch_size, json_
     if batch_size <= 0:
         raise LoihiConvError(f"--batch-size must be positive, got {batch_size}", "pass e.g. --batch-size 256")
     qnet = _load_net(net)
-    ds = _dataset_of(qnet, dataset, net)
+    ds = _dataset_of(qnet, dataset, net, warn=False)
     T = _timesteps_of(qnet, timesteps)
     classes = dataset_info(ds).num_classes
     outputs = int(np.prod(qnet.output.shape))
     if classes > outputs:
         raise LoihiConvError(f"{ds} has {classes} classes (labels 0..{classes - 1}), but {net} has only "
                              f"{outputs} outputs", "score the network on the dataset it was trained for")
+    warn_other_dataset(qnet, ds, net)
     x, y = pipeline.test_data(ds, samples if samples is not None or backend == "emulator" else LAVA_SAMPLES)
     labels = y.numpy()
     steps = steps_for(qnet, T)
