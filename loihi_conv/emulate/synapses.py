@@ -328,7 +328,7 @@ class ConvRunner:
             w, stride, padding = sub, (1, 1), (0, 0)
         self.gain = 1 if self.block is None else self.block[0] * self.block[1]
         self._scratch: dict = {}  # apply's output, reused by the next apply (see scratch)
-        self.op = ExactLinear(w, lambda s, wt: F.conv2d(s, wt, None, stride, padding, dilation,
+        self.op = ExactLinear(w, lambda s, wt: F.conv2d(*_safe_layout(s, wt), None, stride, padding, dilation,
                                                         groups),
                               _qconv(stride, padding, dilation, groups))
 
@@ -646,3 +646,11 @@ def _maker(runner: type):
 
 make_synapse.register(DenseSyn, _maker(DenseRunner))
 make_synapse.register(ConvSyn, _maker(ConvRunner))
+
+
+def _safe_layout(s: torch.Tensor, wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch 2.3's CPU conv segfaults on a channels-last input one column wide with a padded,
+    column-strided kernel (found by tests/test_emulate_props.py): such maps go in NCHW order."""
+    if s.dim() == 4 and s.shape[-1] == 1:
+        return s.contiguous(), wt.contiguous()
+    return s, wt
