@@ -10,13 +10,22 @@ from loihi_conv.convert import Recipe
 
 def model_options(fn):
     @click.option("--model", "-m", default="mnist_cnn", show_default=True,
-                  help="Zoo model name, or path/to/module.py:ClassName for your own model.")
+                  help="Zoo model name, torchvision:NAME, path/to/model.onnx, path/to/module.py:ClassName "
+                       "or pkg.module:factory.")
     @click.option("--weights", type=click.Path(dir_okay=False), default=None,
                   help="State dict (.pt) for a user model; loaded with weights_only=True.")
+    @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                  help="Constructor option for torchvision:NAME or pkg.module:factory, repeatable "
+                       "(e.g. num_classes=10).")
     @click.option("--dataset", "-d", default=None,
                   help="mnist | fashion-mnist | digits | path/to/data.npz (zoo models know theirs).")
     @functools.wraps(fn)
     def wrapper(*a, **k):
+        from loihi_conv.app.models import ModelSpec, parse_model_args
+
+        args = parse_model_args(k.pop("model_args", ()))
+        if "model" in k and args:  # the spec carries its options; commands pass it on unchanged
+            k["model"] = ModelSpec(k["model"], args)
         return fn(*a, **k)
     return wrapper
 
