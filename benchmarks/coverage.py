@@ -34,6 +34,8 @@ TRANSFORMERS = ("vit_", "swin_", "maxvit_")  # fixed 224x224 patch grids
 BUILD_ARGS = {"googlenet": {"aux_logits": False, "init_weights": True},
               "inception_v3": {"aux_logits": False, "init_weights": True}}
 T_FLOAT, T_FIXED, SAMPLES, CALIB = 256, 32, 4, 64
+PRIORITY = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "mobilenet_v2",
+            "squeezenet1_0", "squeezenet1_1", "densenet121", "regnet_x_400mf", "alexnet", "googlenet")  # run first
 
 
 def _rss_mb() -> float:
@@ -136,7 +138,7 @@ def render(rows: list[dict], meta: dict) -> str:
     conv = [r for r in rows if r["status"] == "converted"]
     out = ["# torchvision classification models through loihi-conv", "",
            f"Random init, randomized BN statistics; {meta['samples']} random inputs; calibration "
-           f"{meta['calib']} random images (max norm); float SNN vs ANN at T={T_FLOAT}, fixed point "
+           f"{meta['calib']} random images (max norm); {len(rows)} of {meta['models']} builders run; float SNN vs ANN at T={T_FLOAT}, fixed point "
            f"(if-soft) vs float SNN at T={T_FIXED}. {len(conv)} of {len(rows)} converted end to end. "
            "Machinery check on random weights, not accuracy: random logits of 1000 classes differ by "
            "tiny margins, so argmax agreement is fragile; the score correlation is the robust column. "
@@ -176,18 +178,19 @@ def main() -> None:
     import torchvision.models as tvm
 
     names = args.models.split(",") if args.models else tvm.list_models(module=tvm)
+    names = [n for n in PRIORITY if n in names] + [n for n in names if n not in PRIORITY]
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "command": "benchmarks/coverage.py" + (f" --models {args.models}" if args.models else ""),
+            "samples": SAMPLES, "calib": CALIB, "T_float": T_FLOAT, "T_fixed": T_FIXED, "models": len(names)}
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "" if not args.models else "_subset"
     rows = []
-    for i, name in enumerate(names):
+    for i, name in enumerate(names):  # results rewritten after every model: a stopped run keeps its rows
         t0 = time.perf_counter()
         rows.append(_child(name, args.timeout))
         print(f"[{i + 1}/{len(names)}] {name}: {rows[-1]['status']} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "command": "benchmarks/coverage.py" + (f" --models {args.models}" if args.models else ""),
-            "samples": SAMPLES, "calib": CALIB, "T_float": T_FLOAT, "T_fixed": T_FIXED}
-    RESULTS.mkdir(exist_ok=True)
-    suffix = "" if not args.models else "_subset"
-    (RESULTS / f"coverage{suffix}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    (RESULTS / f"coverage{suffix}.md").write_text(render(rows, meta))
+        (RESULTS / f"coverage{suffix}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        (RESULTS / f"coverage{suffix}.md").write_text(render(rows, meta))
 
 
 if __name__ == "__main__":
