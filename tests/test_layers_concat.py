@@ -134,3 +134,35 @@ def test_concat_network_on_lava_equals_the_emulator(tmp_path):
     assert [len(b.synapses) for b in q.blocks] == [0, 1, 1, 1, 2, 1]
     ver = verify(q, calib[:1], 8)
     assert ver.total_compared > 1000 and ver.total_mismatches == 0
+
+
+class SqueezeHead(nn.Module):
+    """SqueezeNet's classifier: conv -> ReLU -> global average pool is the output (no Linear)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0 = nn.Conv2d(2, 6, 3, padding=1)
+        self.e1, self.e3 = nn.Conv2d(6, 3, 1), nn.Conv2d(6, 3, 3, padding=1)
+        self.cls = nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        x = F.relu(self.c0(x))
+        x = torch.cat([F.relu(self.e1(x)), F.relu(self.e3(x))], 1)
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(F.relu(self.cls(x)), 1), 1)
+
+
+def test_a_relu_then_average_pool_output_reads_out_a_spiking_population():
+    torch.manual_seed(2)
+    model = SqueezeHead().eval()
+    calib = torch.rand(256, 2, 6, 6)
+    snn = api.convert(model, calib, api.Recipe(calib_size=256, normalizer="max"))
+    assert isinstance(snn[snn.output], ir.Flatten) and len(snn.of_type(ir.Neuron)) == 4
+    x = torch.rand(40, 2, 6, 6)
+    ann = model(x)
+    sim = api.simulate(snn, x, [64, 512])
+    assert (sim.mean_output(512) - ann).abs().max().item() < 0.05 * ann.abs().max().item()
+    q = api.quantize(snn, "if-soft", timesteps=64, calib=calib)
+    assert q.blocks[-1].synapses[0].source == "relu_3"  # the pool is the readout synapse
+    emu = api.emulate(q, api.encode(q, x), api.steps_for(q, 64))
+    fixed = torch.as_tensor(np.asarray(api.scores(q, emu.output, emu.readout))).argmax(1)
+    assert (fixed == sim.predictions(64)).float().mean().item() >= 0.9
