@@ -182,3 +182,52 @@ def test_refusals_are_one_line_per_kind_with_count_first_place_and_fix():
     assert any("torch.sigmoid" in line and "5 layers" in line for line in lines)
     assert any("operator.mul" in line and "products of activations" in line for line in lines)
     assert "torch.cat(xs, 1)" in fix
+
+
+class PoolChain(nn.Module):
+    """GoogLeNet's pattern: a stem max-pool feeding both a conv and a 3x3/1 max-pool branch."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0 = nn.Conv2d(2, 4, 3, padding=1)
+        self.b1, self.b2 = nn.Conv2d(4, 3, 1), nn.Conv2d(4, 3, 1)
+        self.fc = nn.Linear(6, 3, bias=False)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c0(x)), 3, 2, ceil_mode=True)
+        x = torch.cat([F.relu(self.b1(x)), F.relu(self.b2(F.max_pool2d(x, 3, 1, 1, ceil_mode=True)))], 1)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_max_pool_of_a_max_pool_merges_into_one_exact_pool_and_converts():
+    from loihi_conv.frontend.pools import _merged
+
+    rng = np.random.default_rng(0)
+    merged = 0
+    for _ in range(400):  # random pool pairs: a merge, when made, equals the pair on every input
+        k, s, c = rng.integers(1, 5, 2), rng.integers(1, 4, 2), rng.integers(0, 2, 2).astype(bool)
+        p = [int(rng.integers(0, kk // 2 + 1)) for kk in k]
+        a = ir.MaxPool2d("a", ("x",), kernel_size=(int(k[0]),) * 2, stride=(int(s[0]),) * 2, padding=(p[0],) * 2,
+                         ceil_mode=bool(c[0]))
+        b = ir.MaxPool2d("b", ("a",), kernel_size=(int(k[1]),) * 2, stride=(int(s[1]),) * 2, padding=(p[1],) * 2,
+                         ceil_mode=bool(c[1]))
+        h = int(rng.integers(5, 13))
+        x = torch.randn(2, 2, h, h)
+        try:
+            want = ops.apply(b, ops.apply(a, x))
+        except RuntimeError:  # the pair does not fit this size
+            continue
+        m = _merged(a, b, (h, h))
+        if m is not None:
+            merged += 1
+            assert torch.equal(ops.apply(m, x), want)
+    assert merged > 150
+    model = PoolChain().eval()
+    graph = prepare(model, (2, 9, 9))
+    pools = graph.of_type(ir.MaxPool2d)
+    assert all(isinstance(graph[p.inputs[0]], ir.Neuron | ir.ReLU) for p in pools) and len(pools) == 2
+    x = torch.randn(3, 2, 9, 9)
+    assert (ops.forward(graph, x) - model(x)).abs().max().item() < 1e-6
+    calib, snn = _snn(model, (2, 9, 9))
+    q = api.quantize(snn, "if-soft", timesteps=32, calib=calib)
+    assert sorted(s.pool.kernel for b in q.blocks for s in b.synapses if s.pool) == [(3, 3), (7, 7)]
