@@ -138,7 +138,8 @@ def render(rows: list[dict], meta: dict) -> str:
     conv = [r for r in rows if r["status"] == "converted"]
     out = ["# torchvision classification models through loihi-conv", "",
            f"Random init, randomized BN statistics; {meta['samples']} random inputs; calibration "
-           f"{meta['calib']} random images (max norm); {len(rows)} of {meta['models']} builders run; float SNN vs ANN at T={T_FLOAT}, fixed point "
+           f"{meta['calib']} random images (max norm); {sum(not r['status'].startswith('not run') for r in rows)} of "
+           f"{meta['models']} builders run; float SNN vs ANN at T={T_FLOAT}, fixed point "
            f"(if-soft) vs float SNN at T={T_FIXED}. {len(conv)} of {len(rows)} converted end to end. "
            "Machinery check on random weights, not accuracy: random logits of 1000 classes differ by "
            "tiny margins, so argmax agreement is fragile; the score correlation is the robust column. "
@@ -162,7 +163,7 @@ def render(rows: list[dict], meta: dict) -> str:
         out += ["", "## Refused or failed: one line per kind", ""]
         for r in refused:
             out.append(f"* **{r['model']}** ({r['status']}):")
-            out += [f"  * {line}" for line in _reason_lines(r)]
+            out += [f"  * {line}" for line in _reason_lines(r) if line]
     return "\n".join(out) + "\n"
 
 
