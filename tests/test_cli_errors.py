@@ -51,7 +51,7 @@ class Unsupported(nn.Module):
         super().__init__()
         self.c = nn.Conv2d(1, 4, 3)
         self.squash = nn.Sigmoid()
-        self.up = nn.Upsample(scale_factor=2)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear")
         self.f = nn.Linear(4 * 12 * 12, 10)
 
     def forward(self, x):
@@ -136,7 +136,7 @@ def run(args: str, files: dict[str, str], **env):
 CASES = {
     "unsupported layers, all listed with names": (
         "evaluate --model {models}:Unsupported --dataset digits -T 4", 2,
-        ["unsupported layers", "'squash' (nn.Sigmoid)", "'up' (nn.Upsample)", "models.py:", "use ReLU"]),
+        ["unsupported layers", "'squash' (nn.Sigmoid)", "'up' (nn.Upsample: mode='bilinear'", "models.py:", "use ReLU"]),
     "torch.fx cannot trace": (
         "evaluate --model {models}:Untraceable --dataset digits -T 4", 2,
         ["torch.fx cannot trace Untraceable", f"models.py:{UNTRACEABLE_LINE}", "if x.sum() > 0:",

@@ -4,7 +4,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.frontend import ir, ops
 from loihi_conv.frontend.fold_bn import fold_batchnorm
 from loihi_conv.frontend.prepare import prepare
@@ -93,17 +92,15 @@ def _bn(name: str, src: str, c: int) -> ir.BatchNorm:
                         running_mean=torch.zeros(c), running_var=torch.ones(c))
 
 
-def test_bn_after_relu_is_refused():
+@pytest.mark.parametrize("where", ["after a ReLU", "on a shared synapse"])
+def test_bn_that_cannot_fold_becomes_an_affine_synapse(where):
+    bn = ir.BatchNorm("bn", ("relu",) if where == "after a ReLU" else ("fc",), weight=torch.rand(2) + 0.5,
+                      bias=torch.randn(2), running_mean=torch.randn(2), running_var=torch.rand(2) + 0.5)
     nodes = [ir.Input("x", (), shape=(3,)), ir.Linear("fc", ("x",), weight=torch.randn(2, 3)),
-             ir.ReLU("relu", ("fc",)), _bn("bn", "relu", 2), ir.Linear("out", ("bn",), weight=torch.randn(1, 2))]
-    graph = ir.Graph({n.name: n for n in nodes}, "out")
-    with pytest.raises(LoihiConvError, match="'bn' cannot be folded: its input is a ReLU"):
-        fold_batchnorm(graph)
-
-
-def test_bn_on_a_shared_synapse_is_refused():
-    nodes = [ir.Input("x", (), shape=(3,)), ir.Linear("fc", ("x",), weight=torch.randn(2, 3)),
-             _bn("bn", "fc", 2), ir.Add("add", ("bn", "fc")), ir.Linear("out", ("add",), weight=torch.randn(1, 2))]
-    graph = ir.Graph({n.name: n for n in nodes}, "out")
-    with pytest.raises(LoihiConvError, match="'fc' has 2 users"):
-        fold_batchnorm(graph)
+             ir.ReLU("relu", ("fc",)), bn, ir.Add("add", ("bn", "fc")),
+             ir.Linear("out", ("add",), weight=torch.randn(1, 2))]
+    graph = ops.infer_shapes(ir.Graph({n.name: n for n in nodes}, "out"))
+    folded = fold_batchnorm(graph)
+    assert isinstance(folded["bn"], ir.Linear) and not folded.of_type(ir.BatchNorm)
+    x = torch.randn(7, 3)
+    assert (ops.forward(folded, x) - ops.forward(graph, x)).abs().max().item() < 1e-5

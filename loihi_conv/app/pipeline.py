@@ -22,13 +22,10 @@ def calibration_data(dataset: str, recipe: Recipe) -> torch.Tensor:
 
 def test_data(dataset: str, samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``samples`` test images (all when None)."""
-    x, y = data.load_dataset(dataset, "test")
-    if samples is not None:
-        if samples <= 0:
-            from loihi_conv.base.errors import LoihiConvError
-            raise LoihiConvError(f"--samples must be positive, got {samples}", "pass e.g. --samples 1000")
-        x, y = x[:samples], y[:samples]
-    return x, y
+    if samples is not None and samples <= 0:
+        from loihi_conv.base.errors import LoihiConvError
+        raise LoihiConvError(f"--samples must be positive, got {samples}", "pass e.g. --samples 1000")
+    return data.load_dataset(dataset, "test", limit=samples)  # an image folder decodes only those
 
 
 def convert_model(ref: ModelRef, recipe: Recipe) -> tuple[ir.Graph, float]:

@@ -156,6 +156,8 @@ def to_snn(graph: ir.Graph, thresholds: dict[str, Tensor | float], neuron_model:
         c = _channels(relu)
         theta = torch.as_tensor(thresholds[relu.name], dtype=torch.float32).flatten()
         theta = theta.expand(c).clone() if theta.numel() == 1 else theta
+        if isinstance(relu, ir.ClippedReLU):  # ReLU6 & co.: the neuron's clip is the ANN's clip
+            theta = theta.clamp(max=float(relu.max_value))
         theta = theta * scale
         if theta.shape != (c,) or not bool((theta > 0).all()) or not bool(torch.isfinite(theta).all()):
             raise LoihiConvError(f"threshold for {relu.name} must be {c} positive finite values, got "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from loihi_conv.base.errors import LoihiConvError
-from loihi_conv.frontend import ir
+from loihi_conv.frontend import ir, ops
 
 __all__ = ["fold_problem", "fold_batchnorm"]
 
@@ -41,18 +41,34 @@ def _folded(syn: ir.Conv2d | ir.Linear, bn: ir.BatchNorm) -> tuple[torch.Tensor,
     return w.float(), b.float()
 
 
+def _affine(bn: ir.BatchNorm) -> ir.Node:
+    """A BatchNorm that has no synapse of its own to fold into (after a concatenation, a pool or a
+    ReLU: DenseNet, pre-activation nets) as the per-channel affine map it is: a depthwise 1x1
+    Conv2d (a diagonal Linear on vectors), which the quantizer composes into the next synapse."""
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    shift = bn.bias.double() - bn.running_mean.double() * scale
+    c = scale.numel()
+    if len(bn.shape) == 1:
+        return ir.Linear(bn.name, bn.inputs, bn.shape, weight=torch.diag(scale).float(), bias=shift.float())
+    if len(bn.shape) != 3:
+        raise LoihiConvError(f"BatchNorm '{bn.name}' on a {bn.shape} tensor", "use BatchNorm1d/2d on (C,) or (C, H, W)")
+    return ir.Conv2d(bn.name, bn.inputs, bn.shape, weight=scale.float().reshape(c, 1, 1, 1), bias=shift.float(),
+                     groups=c)
+
+
 def fold_batchnorm(graph: ir.Graph) -> ir.Graph:
     """A new graph with every BatchNorm folded into its Conv2d/Linear (``graph`` is not changed).
 
-    The synapse keeps its name; the BN's users read the synapse instead.
+    The synapse keeps its name; the BN's users read the synapse instead. A BatchNorm that cannot
+    be folded (``fold_problem``) becomes its own affine synapse node (``_affine``).
     """
     out = graph.copy()
+    if any(not bn.shape for bn in out.of_type(ir.BatchNorm)):
+        ops.infer_shapes(out)
     for bn in out.of_type(ir.BatchNorm):
-        problem = fold_problem(out, bn)
-        if problem:
-            raise LoihiConvError(
-                f"BatchNorm '{bn.name}' cannot be folded: {problem}",
-                "place each BatchNorm directly after the Conv2d/Linear it normalises, as its only user")
+        if fold_problem(out, bn):
+            out.replace(bn.name, _affine(bn))
+            continue
         syn = out[bn.inputs[0]]
         weight, bias = _folded(syn, bn)
         out.replace(syn.name, ir.clone_node(syn, weight=weight, bias=bias))

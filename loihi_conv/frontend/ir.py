@@ -92,6 +92,43 @@ class ReLU(Node):
 
 
 @dataclass(eq=False)
+class ClippedReLU(ReLU):
+    """min(max(x, 0), max_value): ReLU6, hardtanh(x, 0, a), clamp(x, 0, a). What an IF neuron
+    computes anyway: conversion caps the neuron's threshold at ``max_value``."""
+    max_value: float = 6.0
+
+
+@dataclass(eq=False)
+class Concat(Node):
+    """Channel concatenation (``torch.cat(xs, dim=1)``) of its inputs, in input order."""
+
+
+@dataclass(eq=False)
+class Upsample(Node):
+    """Nearest-neighbour upsampling by integer factors ``scale`` (sH, sW)."""
+    scale: Pair = (2, 2)
+
+
+@dataclass(eq=False)
+class ConvTranspose2d(Node):
+    """Transposed convolution; weight in PyTorch layout (Ci, Co/groups, kH, kW)."""
+    weight: Tensor = None
+    bias: Tensor | None = None
+    stride: Pair = (1, 1)
+    padding: Pair = (0, 0)
+    output_padding: Pair = (0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+
+
+@dataclass(eq=False)
+class AdaptiveAvgPool2d(Node):
+    """Adaptive average pool whose output does not divide the input (else tracing emits a fixed
+    ``AvgPool2d``), e.g. a 1x1 map replicated to 7x7: a linear map, folded as a dense synapse."""
+    output_size: Pair = (1, 1)
+
+
+@dataclass(eq=False)
 class Neuron(Node):
     """A spiking population replacing one ReLU.
 

@@ -64,6 +64,33 @@ def _(node: ir.ReLU, x: torch.Tensor) -> torch.Tensor:
 
 
 @apply.register
+def _(node: ir.ClippedReLU, x: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(x, min=0.0, max=float(node.max_value))
+
+
+@apply.register
+def _(node: ir.Concat, *xs: torch.Tensor) -> torch.Tensor:
+    return torch.cat(xs, dim=1)
+
+
+@apply.register
+def _(node: ir.Upsample, x: torch.Tensor) -> torch.Tensor:
+    sh, sw = node.scale
+    return x.repeat_interleave(sh, dim=2).repeat_interleave(sw, dim=3)
+
+
+@apply.register
+def _(node: ir.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+    return F.conv_transpose2d(x, node.weight, node.bias, node.stride, node.padding, node.output_padding,
+                              node.groups, node.dilation)
+
+
+@apply.register
+def _(node: ir.AdaptiveAvgPool2d, x: torch.Tensor) -> torch.Tensor:
+    return F.adaptive_avg_pool2d(x, node.output_size)
+
+
+@apply.register
 def _(node: ir.Neuron, x: torch.Tensor) -> torch.Tensor:
     # The ANN view of a spiking population: the rate it approximates, ReLU clipped at threshold.
     th = node.threshold.reshape((1, -1) + (1,) * (x.dim() - 2))

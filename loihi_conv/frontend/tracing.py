@@ -33,7 +33,6 @@ from torch.nn.modules.utils import _pair
 
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.frontend import ir, ops
-from loihi_conv.frontend.fold_bn import fold_problem
 
 __all__ = ["trace", "MODULES", "FUNCTIONS", "METHODS"]
 
@@ -118,6 +117,13 @@ def _sig_avg_pool(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 def _sig_max_pool(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                   return_indices=False): ...
 def _sig_adaptive(input, output_size): ...
+def _sig_cat(tensors, dim=0, *, out=None): ...
+def _sig_clamp(input, min=None, max=None): ...
+def _sig_hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False): ...
+def _sig_relu6(input, inplace=False): ...
+def _sig_interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                     recompute_scale_factor=None, antialias=False): ...
+def _sig_mean(input, dim=None, keepdim=False, *, dtype=None): ...
 
 
 def _first(cx: _Ctx, node: fx.Node) -> str:
@@ -186,14 +192,56 @@ def _max_pool(cx: _Ctx, node: fx.Node, x: fx.Node, kernel_size, stride=None, pad
 
 
 def _adaptive_avg_pool(cx: _Ctx, node: fx.Node, x: fx.Node, output_size) -> ir.Node:
-    """An adaptive average pool is a fixed AvgPool2d when the input size is a multiple of the output."""
+    """An adaptive average pool is a fixed AvgPool2d when the input size is a multiple of the output;
+    otherwise (e.g. a 1x1 map replicated to 7x7) it stays an adaptive pool, a linear map."""
     h, w = cx.shape(x)[2:]
     oh, ow = (o if o is not None else i for o, i in zip(_pair(output_size), (h, w)))
     if h % oh or w % ow:
-        raise _Unsupported(f"output {oh}x{ow} does not divide the input {h}x{w}, so it is not a fixed "
-                           "average pool; use nn.AvgPool2d or an input size that is a multiple of the output")
+        return ir.AdaptiveAvgPool2d(cx.name(node), (cx.tensor(x),), output_size=(int(oh), int(ow)))
     k = (h // oh, w // ow)
     return ir.AvgPool2d(cx.name(node), (cx.tensor(x),), kernel_size=k, stride=k)
+
+
+def _cat(cx: _Ctx, node: fx.Node, tensors, dim=0) -> ir.Node:
+    """torch.cat on the channel dim (1, or its negative spelling) of two or more tensors."""
+    if not isinstance(tensors, (tuple, list)) or not all(isinstance(t, fx.Node) for t in tensors):
+        raise _Unsupported("concatenates something other than a list of tensors")
+    rank = len(cx.shape(tensors[0]))
+    if not isinstance(dim, int) or dim % rank != 1:
+        raise _Unsupported(f"cat on dim {dim}; only channel concatenation (dim=1) joins branches")
+    names = tuple(cx.tensor(t) for t in tensors)
+    return ir.Concat(cx.name(node), names) if len(names) > 1 else names[0]
+
+
+def _clip(cx: _Ctx, node: fx.Node, x: fx.Node, lo, hi) -> ir.Node:
+    """clamp/hardtanh with lower bound 0: a ReLU, clipped at ``hi`` when given."""
+    if not (isinstance(lo, (int, float)) and lo == 0 and (hi is None or isinstance(hi, (int, float)))):
+        raise _Unsupported(f"clip to [{lo}, {hi}]; only [0, a] (a clipped ReLU: ReLU6, hardtanh(x, 0, a))")
+    if hi is not None and hi <= 0:
+        raise _Unsupported(f"clip to [0, {hi}] is constant")
+    name, src = cx.name(node), (cx.tensor(x),)
+    return ir.ReLU(name, src) if hi is None else ir.ClippedReLU(name, src, max_value=float(hi))
+
+
+def _upsample(cx: _Ctx, node: fx.Node, x: fx.Node, mode: str) -> ir.Node:
+    """Nearest upsampling by integer factors (read off the traced shapes)."""
+    if mode not in ("nearest", "nearest-exact"):
+        raise _Unsupported(f"mode={mode!r}; only nearest upsampling (by integer factors)")
+    (h, w), (oh, ow) = cx.shape(x)[2:], cx.shape(node)[2:]
+    if oh % h or ow % w:
+        raise _Unsupported(f"upsamples {h}x{w} to {oh}x{ow}, not by integer factors")
+    return ir.Upsample(cx.name(node), (cx.tensor(x),), scale=(oh // h, ow // w))
+
+
+def _mean(cx: _Ctx, node: fx.Node, x: fx.Node, dim, keepdim=False) -> list[ir.Node]:
+    """x.mean((2, 3)): a global average pool (plus a flatten without keepdim)."""
+    shape = cx.shape(x)
+    dims = {int(d) % len(shape) for d in (dim if isinstance(dim, (tuple, list)) else (dim,))}
+    if len(shape) != 4 or dims != {2, 3}:
+        raise _Unsupported(f"mean over dims {dim}; only the spatial global average x.mean((2, 3))")
+    pool = ir.AvgPool2d(cx.name(node) + ("" if keepdim else "_pool"), (cx.tensor(x),),
+                        kernel_size=tuple(shape[2:]), stride=tuple(shape[2:]))
+    return [pool] if keepdim else [pool, ir.Flatten(cx.name(node), (pool.name,))]
 
 
 # --------------------------------------------------------------------------- call_module registry
@@ -258,6 +306,25 @@ def _m_flatten(cx: _Ctx, node: fx.Node) -> ir.Node:
     return _flatten(cx, node, _bind(_sig_one, node)["input"], m.start_dim, m.end_dim)
 
 
+def _m_hardtanh(cx: _Ctx, node: fx.Node) -> ir.Node:
+    m = cx.module(node)  # nn.ReLU6 is a Hardtanh(0, 6)
+    return _clip(cx, node, _bind(_sig_one, node)["input"], m.min_val, m.max_val)
+
+
+def _m_upsample(cx: _Ctx, node: fx.Node) -> ir.Node:
+    return _upsample(cx, node, _bind(_sig_one, node)["input"], cx.module(node).mode)
+
+
+def _m_conv_transpose(cx: _Ctx, node: fx.Node) -> ir.Node:
+    m = cx.module(node)
+    if m.padding_mode != "zeros":
+        raise _Unsupported(f"padding_mode={m.padding_mode!r}; only zero padding")
+    return ir.ConvTranspose2d(cx.name(node), (_first(cx, node),), weight=_copy(m.weight), bias=_copy(m.bias),
+                              stride=_pair(m.stride), padding=_pair(m.padding),
+                              output_padding=_pair(m.output_padding), dilation=_pair(m.dilation),
+                              groups=m.groups)
+
+
 MODULES: dict[type[nn.Module], Callable] = {
     nn.Conv2d: _m_conv,
     nn.Linear: _m_linear,
@@ -271,6 +338,11 @@ MODULES: dict[type[nn.Module], Callable] = {
     nn.Dropout: _alias,
     nn.Dropout2d: _alias,
     nn.Identity: _alias,
+    nn.ReLU6: _m_hardtanh,
+    nn.Hardtanh: _m_hardtanh,
+    nn.Upsample: _m_upsample,
+    nn.UpsamplingNearest2d: _m_upsample,
+    nn.ConvTranspose2d: _m_conv_transpose,
 }
 
 
@@ -321,6 +393,37 @@ def _f_getattr(cx: _Ctx, node: fx.Node) -> _Size:
     return _Size(None)
 
 
+def _f_cat(cx: _Ctx, node: fx.Node) -> ir.Node:
+    a = _bind(_sig_cat, node)
+    return _cat(cx, node, a["tensors"], a["dim"])
+
+
+def _f_clamp(cx: _Ctx, node: fx.Node) -> ir.Node:
+    a = _bind(_sig_clamp, node)
+    return _clip(cx, node, a["input"], a["min"], a["max"])
+
+
+def _f_hardtanh(cx: _Ctx, node: fx.Node) -> ir.Node:
+    a = _bind(_sig_hardtanh, node)
+    return _clip(cx, node, a["input"], a["min_val"], a["max_val"])
+
+
+def _f_relu6(cx: _Ctx, node: fx.Node) -> ir.Node:
+    return _clip(cx, node, _bind(_sig_relu6, node)["input"], 0, 6.0)
+
+
+def _f_interpolate(cx: _Ctx, node: fx.Node) -> ir.Node:
+    a = _bind(_sig_interpolate, node)
+    return _upsample(cx, node, a["input"], a["mode"])
+
+
+def _f_mean(cx: _Ctx, node: fx.Node) -> list[ir.Node]:
+    a = _bind(_sig_mean, node)
+    if a["dim"] is None:
+        raise _Unsupported("mean over all dims; only the spatial global average x.mean((2, 3))")
+    return _mean(cx, node, a["input"], a["dim"], a["keepdim"])
+
+
 FUNCTIONS: dict[Callable, Callable] = {
     F.relu: _relu,
     F.relu_: _relu,
@@ -338,6 +441,15 @@ FUNCTIONS: dict[Callable, Callable] = {
     F.dropout2d: _alias,
     operator.getitem: _f_getitem,
     builtins.getattr: _f_getattr,
+    torch.cat: _f_cat,
+    torch.concat: _f_cat,
+    torch.concatenate: _f_cat,
+    torch.clamp: _f_clamp,
+    torch.clip: _f_clamp,
+    F.hardtanh: _f_hardtanh,
+    F.relu6: _f_relu6,
+    F.interpolate: _f_interpolate,
+    torch.mean: _f_mean,
 }
 
 
@@ -371,6 +483,11 @@ METHODS: dict[str, Callable] = {
     "reshape": _t_view,
     "size": _t_size,
     "contiguous": _alias,
+    "clamp": _f_clamp,
+    "clamp_": _f_clamp,
+    "clip": _f_clamp,
+    "clip_": _f_clamp,
+    "mean": _f_mean,
 }
 
 
@@ -399,27 +516,29 @@ _LOOKUP: dict[str, Callable[[_Ctx, fx.Node], Callable | None]] = {
 
 
 # --------------------------------------------------------------------------- error reporting
-_ACTIVATION = "use ReLU (only ReLU maps onto integrate-and-fire neurons) and retrain"
+_ACTIVATION = ("use ReLU or a clipped ReLU (ReLU6, hardtanh(x, 0, a)): only those map onto integrate-and-fire "
+               "neurons; retrain")
 _SOFTMAX = "drop it: the classifier must output logits (argmax is the same)"
 _NORM = "use BatchNorm directly after a Conv2d/Linear (it is folded into the weights) and retrain"
 _HINTS: dict[Any, str] = {
-    **dict.fromkeys([nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.ReLU6, nn.Hardswish,
-                     nn.Hardtanh, nn.PReLU, nn.Mish, torch.sigmoid, torch.tanh, F.sigmoid, F.tanh, F.gelu,
-                     F.silu, F.leaky_relu, F.elu, F.relu6, F.hardswish, "sigmoid", "tanh"], _ACTIVATION),
+    **dict.fromkeys([nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.Hardsigmoid,
+                     nn.PReLU, nn.Mish, torch.sigmoid, torch.tanh, F.sigmoid, F.tanh, F.gelu, F.silu,
+                     F.leaky_relu, F.elu, F.hardswish, F.hardsigmoid, "sigmoid", "tanh"], _ACTIVATION),
     **dict.fromkeys([nn.Softmax, nn.LogSoftmax, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
                      "softmax", "log_softmax"], _SOFTMAX),
-    **dict.fromkeys([nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm], _NORM),
-    **dict.fromkeys([nn.Upsample, nn.ConvTranspose2d, F.interpolate],
-                    "no spiking equivalent here; use strided Conv2d/pooling only"),
-    **dict.fromkeys([torch.cat, operator.mul, torch.mul, "mul"],
-                    "no spiking equivalent here; only residual additions join branches"),
+    **dict.fromkeys([nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm, F.layer_norm],
+                    _NORM),
+    **dict.fromkeys([operator.mul, torch.mul, "mul", operator.matmul, torch.matmul, torch.bmm, "matmul",
+                     nn.MultiheadAttention, F.scaled_dot_product_attention],
+                    "products of activations (gating, attention) have no spiking equivalent here; "
+                    "only additions and channel concatenations join branches"),
 }
 
 _SUPPORTED = ("nn." + ", nn.".join(c.__name__ for c in MODULES)
-              + "; F.relu/torch.relu/x.relu(), x + y/torch.add (residual), torch.flatten(x, 1), "
-              "x.view(x.size(0), -1), F.avg_pool2d/max_pool2d/adaptive_avg_pool2d, F.dropout. "
-              "BatchNorm must directly follow a Conv2d/Linear; AdaptiveAvgPool2d needs an input size "
-              "that is a multiple of its output size")
+              + "; F.relu/torch.relu/x.relu(), clamp(x, 0, a)/F.hardtanh(x, 0, a)/F.relu6 (clipped ReLU), "
+              "x + y/torch.add (residual), torch.cat(xs, 1), torch.flatten(x, 1), x.view(x.size(0), -1), "
+              "x.mean((2, 3)), F.avg_pool2d/max_pool2d/adaptive_avg_pool2d, F.interpolate (nearest, integer "
+              "factors), F.dropout")
 
 
 def _type_name(cls: type) -> str:
@@ -591,11 +710,29 @@ def _lookup(cx: _Ctx, node: fx.Node) -> Callable | None:
     return _LOOKUP[node.op](cx, node)
 
 
-def _convert(cx: _Ctx) -> tuple[ir.Graph, list[str], list[str], Any]:
-    """Map every fx node to IR; returns the graph, problems, fix hints and the output value."""
+@dataclass
+class _Problem:
+    """All unsupported nodes of one kind (what they call + why): reported as one line."""
+    first: str  # the first one's description: name, what it calls, source line
+    fix: str | None
+    count: int = 1
+
+    def line(self) -> str:
+        times = f"{self.count} layers, first " if self.count > 1 else ""
+        return f"{times}{self.first}" + (f"; fix: {self.fix}" if self.fix else "")
+
+
+def _note(problems: dict, kind: Any, first: str, fix: str | None) -> None:
+    if kind in problems:
+        problems[kind].count += 1
+    else:
+        problems[kind] = _Problem(first, fix)
+
+
+def _convert(cx: _Ctx) -> tuple[ir.Graph, dict[Any, _Problem], Any]:
+    """Map every fx node to IR; returns the graph, the problems by kind and the output value."""
     nodes: dict[str, ir.Node] = {}
-    origin: dict[str, fx.Node] = {}
-    problems, hints = [], {}
+    problems: dict[Any, _Problem] = {}
     output = ""
     for node in cx.gm.graph.nodes:
         if node.op == "output":
@@ -607,33 +744,29 @@ def _convert(cx: _Ctx) -> tuple[ir.Graph, list[str], list[str], Any]:
                 raise _Unsupported
             result = converter(cx, node)
         except _Unsupported as e:
-            problems.append(_describe(cx, node, e.reason))
-            if converter is None:  # a converter's reason already says what to change
-                hint = _HINTS.get(_key(cx, node), "remove it or rewrite it with the supported layers")
-                hints.setdefault(hint, []).append(_what(cx, node))
+            # a converter's reason already says what to change; an unknown op gets its kind's hint
+            hint = None if converter else _HINTS.get(_key(cx, node), "remove it or rewrite it with the supported layers")
+            _note(problems, (_what(cx, node), e.reason), _describe(cx, node, e.reason), hint)
             cx.env[node.name] = cx.name(node)  # keep going to report later nodes too
             continue
         except _NoShape:
             cx.env[node.name] = cx.name(node)
             continue
-        if isinstance(result, ir.Node):
-            nodes[result.name], origin[result.name] = result, node
-            result = result.name
+        for new in result if isinstance(result, list) else [result]:  # a list: several nodes, the last the value
+            if isinstance(new, ir.Node):
+                nodes[new.name] = new
+                result = new.name
         cx.env[node.name] = result
     graph = ir.Graph(nodes, output if isinstance(output, str) else "", meta={})
-    for bn in graph.of_type(ir.BatchNorm):
-        reason = bn.inputs[0] in nodes and fold_problem(graph, bn)
-        if reason:
-            problems.append(_describe(cx, origin[bn.name], f"cannot be folded: {reason}"))
-            hints.setdefault("move each BatchNorm directly after the Conv2d/Linear it normalises (as its "
-                             "only user) so it folds into the weights", []).append(_what(cx, origin[bn.name]))
-    fixes = [f"{', '.join(dict.fromkeys(labels))}: {hint}" for hint, labels in hints.items()]
-    return graph, problems, fixes, output
+    return graph, problems, output
 
 
-def _unsupported_error(problems: list[str], fixes: list[str]) -> LoihiConvError:
-    return LoihiConvError(f"unsupported layers: {'; '.join(problems)}",
-                          "".join(f + ". " for f in fixes) + f"Supported: {_SUPPORTED}")
+def _unsupported_error(problems: dict[Any, _Problem]) -> LoihiConvError:
+    """One line per kind of unsupported layer: how many, the first one, the fix."""
+    lines = "".join(f"\n  - {p.line()}" for p in problems.values())
+    total = sum(p.count for p in problems.values())
+    return LoihiConvError(f"unsupported layers: {total} layer(s) of {len(problems)} kind(s):{lines}",
+                          f"Supported: {_SUPPORTED}")
 
 
 def _conv_expects(m: nn.Conv2d, given: tuple[int, ...]) -> tuple | None:
@@ -679,10 +812,14 @@ def _check_output(graph: ir.Graph, model_name: str, output: Any) -> None:
             f"{model_name} returns a {type(output).__name__} of {what}, not a single logits tensor",
             "return only the classifier's logits (wrap the model: forward(x) returns model(x)[0])")
     node = graph[output]
+    pooled = False
     while isinstance(node, (ir.AvgPool2d, ir.Flatten, ir.BatchNorm)):
+        pooled = pooled or isinstance(node, ir.AvgPool2d)
         node = graph[node.inputs[0]]
     if isinstance(node, ir.SYNAPSES):
         return
+    if isinstance(node, ir.ReLU) and pooled:  # SqueezeNet: conv -> ReLU -> global average pool; the
+        return  # pool is the readout synapse, the ReLU a spiking population
     if isinstance(node, ir.ReLU):
         raise LoihiConvError(
             f"{model_name} ends in a ReLU ('{node.name}'): the classifier must output logits",
@@ -708,12 +845,12 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> ir.Graph:
     cx = _Ctx(gm, shapes, input_shape)
     hazards = _mutation_hazards(cx)
     gm.graph.eliminate_dead_code()  # our own copy of the graph; drops e.g. unused x.size() calls
-    graph, problems, fixes, output = _convert(cx)
-    problems = hazards + problems
-    if hazards:
-        fixes.append("in-place ops: assign their result (x = x.relu_()) instead of reusing the input")
+    graph, problems, output = _convert(cx)
+    if hazards:  # in-place hazards first, as one kind
+        fix = "assign the result (x = x.relu_()) instead of reusing the input"
+        problems = {"in-place": _Problem(hazards[0], fix, len(hazards)), **problems}
     if problems:
-        raise _unsupported_error(problems, fixes)
+        raise _unsupported_error(problems)
     if failure is not None:
         raise _shape_error(cx, *failure)
     _check_output(graph, type(model).__name__, output)

@@ -10,13 +10,37 @@ from loihi_conv.convert import Recipe
 
 def model_options(fn):
     @click.option("--model", "-m", default="mnist_cnn", show_default=True,
-                  help="Zoo model name, or path/to/module.py:ClassName for your own model.")
+                  help="Zoo model name, torchvision:NAME, path/to/model.onnx, path/to/module.py:ClassName "
+                       "or pkg.module:factory.")
     @click.option("--weights", type=click.Path(dir_okay=False), default=None,
                   help="State dict (.pt) for a user model; loaded with weights_only=True.")
+    @click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                  help="Constructor option for torchvision:NAME or pkg.module:factory, repeatable "
+                       "(e.g. num_classes=10).")
     @click.option("--dataset", "-d", default=None,
-                  help="mnist | fashion-mnist | digits | path/to/data.npz (zoo models know theirs).")
+                  help="mnist | fashion-mnist | digits | path/to/data.npz | an image folder ROOT (ROOT/train/<class>/, "
+                       "ROOT/test/<class>/) | pkg.module:function (zoo models know theirs).")
+    @click.option("--input-size", default=None, metavar="H[xW]", help="Image folder: resize images to HxW.")
+    @click.option("--mean", default=None, metavar="M1,M2,M3", help="Image folder: per-channel mean to subtract.")
+    @click.option("--std", default=None, metavar="S1,S2,S3", help="Image folder: per-channel std to divide by.")
     @functools.wraps(fn)
     def wrapper(*a, **k):
+        from loihi_conv.app.data import dataset_spec
+        from loihi_conv.app.models import ModelSpec, parse_model_args
+        from loihi_conv.base.errors import LoihiConvError
+
+        try:
+            args = parse_model_args(k.pop("model_args", ()))
+            if "model" in k and args:  # the spec carries its options; commands pass it on unchanged
+                k["model"] = ModelSpec(k["model"], args)
+            pre = {key: k.pop(key, None) for key in ("input_size", "mean", "std")}
+            if any(v is not None for v in pre.values()):  # the dataset string carries its preprocessing,
+                if k.get("dataset") is None:  # so every file written stores its input encoding
+                    raise LoihiConvError("--input-size/--mean/--std without --dataset",
+                                         "name the image folder with --dataset")
+                k["dataset"] = dataset_spec(k["dataset"], **pre)
+        except LoihiConvError as e:  # before the command's own guard: a usage error (exit 2)
+            raise click.UsageError(str(e)) from None
         return fn(*a, **k)
     return wrapper
 

@@ -9,6 +9,10 @@ bias:
 * a path with Flatten / Linear becomes one dense matrix (the path's Jacobian, PyTorch C-order
   flatten, i.e. NetX ``flatten`` semantics);
 * an ``Add`` splits into one synapse per input path, all feeding the same block (fan-in sums);
+* a ``Concat`` splits the same way, each path passing a ``Slot`` (its input's channels placed at
+  their offset: a one-hot 1x1 conv) that composes into the next conv as a column selection;
+* Upsample / ConvTranspose2d / AdaptiveAvgPool2d (no single conv) make the path dense: only into
+  a vector block (a classifier head), since the scale search is per output channel;
   an identity shortcut becomes a 1x1 depthwise identity conv (or an identity dense matrix);
 * the bias is the whole region evaluated with every source at zero, so biases after an Add are
   counted once and border effects of padding give a per-neuron bias instead of an error;
@@ -226,9 +230,8 @@ def _compose_weights(a: ConvMap, b: ConvMap, k: Pair, where: str) -> tuple[Tenso
     elif a.groups == 1 and b.groups == 1:
         groups, shape = 1, (co, a.in_channels) + tuple(k)
         term = lambda tap: torch.einsum("om,mihw->oihw", tap, a.weight)  # noqa: E731
-    else:
-        raise LoihiConvError(f"{where}: two grouped convolutions with no neuron between them",
-                             "put a ReLU between them or use groups=1")
+    else:  # e.g. a grouped conv into a concatenation: compose the ungrouped equivalents
+        return _compose_weights(ungrouped(a), ungrouped(b), k, where)
     out = a.weight.new_zeros(shape)
     kah, kaw = a.weight.shape[2:]
     for jy in range(b.weight.shape[2]):
@@ -236,6 +239,18 @@ def _compose_weights(a: ConvMap, b: ConvMap, k: Pair, where: str) -> tuple[Tenso
             oy, ox = jy * a.stride[0], jx * a.stride[1]
             out[:, :, oy:oy + kah, ox:ox + kaw] += term(b.weight[:, :, jy, jx])
     return out, groups
+
+
+def ungrouped(m: ConvMap) -> ConvMap:
+    """The same map with groups=1 (block-diagonal weights)."""
+    if m.groups == 1:
+        return m
+    co, per, kh, kw = m.weight.shape
+    w = m.weight.new_zeros((co, m.in_channels, kh, kw))
+    rows = co // m.groups
+    for g in range(m.groups):
+        w[g * rows:(g + 1) * rows, g * per:(g + 1) * per] = m.weight[g * rows:(g + 1) * rows]
+    return replace(m, weight=w, groups=1)
 
 
 @singledispatch
@@ -274,6 +289,28 @@ def _check_pool(node: ir.AvgPool2d) -> None:
             "convolution reproduces",
             "use ceil_mode=False (or an input size where ceil and floor mode agree) and "
             "count_include_pad=True; a Flatten + Linear right after the pool folds any pool exactly")
+
+
+@dataclass(eq=False)
+class Slot(ir.Node):
+    """Where one input of a ``Concat`` lands: its channels at ``offset`` of ``total`` (the
+    concatenation seen from one path; zeros elsewhere). Only inside ``fold``'s paths."""
+    offset: int = 0
+    total: int = 1
+
+
+@ops.apply.register
+def _(node: Slot, x: Tensor) -> Tensor:
+    out = x.new_zeros((x.shape[0], node.total) + tuple(x.shape[2:]))
+    out[:, node.offset:node.offset + x.shape[1]] = x
+    return out
+
+
+@conv_map.register
+def _(node: Slot, channels: int) -> ConvMap:
+    w = torch.zeros((node.total, channels, 1, 1), dtype=DT)
+    w[node.offset + torch.arange(channels), torch.arange(channels)] = 1.0
+    return ConvMap(w, (1, 1), (0, 0), (1, 1), 1, channels)
 
 
 def identity_map(channels: int) -> ConvMap:
@@ -316,6 +353,22 @@ def _(node, graph, suffix):
     yield from _paths(graph, node.inputs[0], (node,) + suffix)
 
 
+@_walk.register(ir.Upsample)
+@_walk.register(ir.ConvTranspose2d)
+@_walk.register(ir.AdaptiveAvgPool2d)
+def _(node, graph, suffix):  # linear, but no single conv: the path becomes a dense synapse
+    yield from _paths(graph, node.inputs[0], (node,) + suffix)
+
+
+@_walk.register
+def _(node: ir.Concat, graph, suffix):
+    total, offset = int(node.shape[0]), 0
+    for i, src in enumerate(node.inputs):
+        slot = Slot(f"{node.name}[{i}]", (src,), (total,) + tuple(node.shape[1:]), offset=offset, total=total)
+        offset += int(graph[src].shape[0])
+        yield from _paths(graph, src, (slot,) + suffix)
+
+
 @_walk.register
 def _(node: ir.Add, graph, suffix):
     for i in node.inputs:
@@ -355,12 +408,14 @@ def _float64(node: ir.Node, bias: bool = True) -> ir.Node:
 
 @_float64.register(ir.Conv2d)
 @_float64.register(ir.Linear)
+@_float64.register(ir.ConvTranspose2d)
 def _(node, bias: bool = True) -> ir.Node:
     b = node.bias.detach().to(DT) if bias and node.bias is not None else None
     return ir.clone_node(node, weight=node.weight.detach().to(DT), bias=b)
 
 
-DENSE_NODES = (ir.Linear, ir.Flatten)  # a path through one of these becomes a dense matrix
+# a path through one of these becomes a dense matrix (its Jacobian)
+DENSE_NODES = (ir.Linear, ir.Flatten, ir.Upsample, ir.ConvTranspose2d, ir.AdaptiveAvgPool2d)
 
 
 def _fold_path(path: Path, src_shape: tuple[int, ...], dst_shape: tuple[int, ...], where: str,
@@ -368,6 +423,14 @@ def _fold_path(path: Path, src_shape: tuple[int, ...], dst_shape: tuple[int, ...
     """One path's linear map (biases dropped) as an FConv or FDense; ``src_shape`` is what the
     linear part sees (the pooled shape behind a ``pool`` stage)."""
     if any(isinstance(n, DENSE_NODES) for n in path.ops) or len(src_shape) == 1:
+        if len(dst_shape) != 1:  # the integer search scales per output channel = per dense row
+            kinds = sorted({type(n).__name__ for n in path.ops if isinstance(n, DENSE_NODES)})
+            raise LoihiConvError(
+                f"{where}: the path through {', '.join(kinds)} into a (C, H, W) population is no single "
+                "convolution; fixed point supports such upsampling/transposed-conv/replicating paths only "
+                "into a Flatten/Linear (a classifier head), not into a spiking feature map yet",
+                "evaluate it as a float SNN (loihi-conv evaluate), or replace the upsampling by a strided "
+                "Conv2d design")
         return FDense(path.source, _jacobian(path.ops, src_shape, dst_shape), pool)
     m = None
     for node in path.ops:
