@@ -458,6 +458,9 @@ def _run_layer_major(em: Emulator, xc: torch.Tensor, steps: int, lo: int,
                         [torch.zeros((batch, *node.shape), dtype=torch.int32)] * steps)
                 inputs = [(0, steps, a_in)]
             else:
+                # The sources' actual message bounds (not their static worst case) bound a_in:
+                # tighter bounds let the neuron runners prove their int32 paths exact.
+                node.a_bound = sum(syn.out_bound(trains[src][2]) for syn, src in node.synapses)
                 inputs = _neuron_inputs(em, node, trains, steps, batch)
             train = _run_neuron(
                 em, node, qblocks[node.name], inputs, steps, batch,

@@ -34,6 +34,7 @@ from .arith import F32_EXACT, F64_EXACT, I32_MAX, float_to_int32_x86, wrap, wrap
 MAX_DELAY = DELAY_MAX  # NetX clips dense delays to 62 (DelayDense allows <= 63)
 DENSE_WRAP = 2 ** 31  # dense a_buf travels on an int32 channel
 CHUNK_BYTES = 2 ** 21  # float output of one layer-major synapse call: stays in L2
+WRAP_SHIFT = 32 - CONV_WRAP.bit_length()  # int32 bits above the 24-bit a_buf
 INT8_SRC_MAX = 127  # largest uint8 message the oneDNN u8 x s8 kernels sum exactly (_int8_kernel)
 
 
@@ -370,6 +371,9 @@ class ConvRunner:
                                    self.block, max_abs)
         if not wide:
             y = self.op(s, max_abs, out)
+        elif self.op.bound(max_abs) <= I32_MAX:  # int32 already: astype(int32) is a no-op
+            # The 24-bit wrap as a sign extension from bit 23, in place on the int32 result.
+            y = self.op(s, max_abs, out).bitwise_left_shift_(WRAP_SHIFT).bitwise_right_shift_(WRAP_SHIFT)
         else:
             y = wrap(float_to_int32_x86(self.op(s, max_abs).to(torch.int64)), 24).to(torch.int32)
             y = y if out is None else out.copy_(y)
