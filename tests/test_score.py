@@ -20,6 +20,7 @@ from loihi_conv.emulate import emulator_predictions
 
 MODEL = '''\
 import torch
+from torch import nn
 
 
 class Net(nn.Module):
