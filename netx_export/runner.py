@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from loihi_conv.base.errors import LoihiConvError
-from loihi_conv.base.limits import INT16_MAX
 from loihi_conv.base.layout import chw_to_whc, monitor_to_torch, torch_to_lava
+from loihi_conv.base.limits import INT16_MAX
 from loihi_conv.fixed import qir
 from loihi_conv.fixed.decode import readout_state
 from netx_export import lava_env

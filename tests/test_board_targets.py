@@ -10,8 +10,8 @@ from torch import nn
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.convert import Recipe, convert
 from loihi_conv.fixed.quantize import quantize
-from loihi_conv.fixed.quantize.rounding import gptq_round, hessian
 from loihi_conv.fixed.quantize.blocks import FDense
+from loihi_conv.fixed.quantize.rounding import gptq_round, hessian
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,7 +17,7 @@ import torch
 
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.base.limits import DECAY_ONE, STATE_MAX
-from loihi_conv.fixed.qir import Readout, Block, Cuba, Delta, Sigma, SigmaDelta, SoftIF
+from loihi_conv.fixed.qir import Block, Cuba, Delta, Readout, Sigma, SigmaDelta, SoftIF
 from loihi_conv.fixed.softif_modes import DEFAULT_MODE, SOFTIF_MODES
 
 from .arith import abs_bound, wrap, wrap32, zeros
