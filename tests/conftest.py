@@ -93,3 +93,25 @@ def _template_digits(n: int, seed: int, noise: float = 1.0) -> tuple[torch.Tenso
 def template_digits():
     """The builder ``template_digits(n, seed, noise=1.0)`` of a small labelled image set."""
     return _template_digits
+
+
+@pytest.fixture
+def follows_the_ann():
+    """The end-to-end check the layer tests share: the float SNN at T=512 within 5 % of the ANN's
+    largest output, and the if-soft network at T=64 (emulated) predicting as the float SNN on at
+    least 90 % of ``x``. Returns the quantized network for further checks."""
+    import numpy as np
+
+    from loihi_conv import api
+
+    def check(model, snn, x, calib):
+        ann = model(x)
+        sim = api.simulate(snn, x, [64, 512])
+        assert (sim.mean_output(512) - ann).abs().max().item() < 0.05 * ann.abs().max().item()
+        q = api.quantize(snn, "if-soft", timesteps=64, calib=calib)
+        emu = api.emulate(q, api.encode(q, x), api.steps_for(q, 64))
+        fixed = torch.as_tensor(np.asarray(api.scores(q, emu.output, emu.readout))).argmax(1)
+        assert (fixed == sim.predictions(64)).float().mean().item() >= 0.9
+        return q
+
+    return check

@@ -92,18 +92,12 @@ def test_clipped_relus_trace_to_clipped_neurons_whose_threshold_is_the_clip():
 
 
 @pytest.mark.parametrize("name", ["clipped", "head"])
-def test_float_snn_fixed_point_and_emulator_follow_the_ann(name):
+def test_float_snn_fixed_point_and_emulator_follow_the_ann(name, follows_the_ann):
     model, shape = {"clipped": (Clipped(), (2, 8, 8)), "head": (Head(), (2, 4, 4))}[name]
     model.eval()
     calib, snn = _snn(model, shape)
     x = torch.rand(40, *shape)
-    ann = model(x)
-    sim = api.simulate(snn, x, [64, 512])
-    assert (sim.mean_output(512) - ann).abs().max().item() < 0.05 * ann.abs().max().item()
-    q = api.quantize(snn, "if-soft", timesteps=64, calib=calib)
-    emu = api.emulate(q, api.encode(q, x), api.steps_for(q, 64))
-    fixed = torch.as_tensor(np.asarray(api.scores(q, emu.output, emu.readout))).argmax(1)
-    assert (fixed == sim.predictions(64)).float().mean().item() >= 0.9
+    follows_the_ann(model, snn, x, calib)
 
 
 def test_upsampling_decoder_runs_as_float_snn_and_is_refused_clearly_in_fixed_point():

@@ -8,7 +8,6 @@ scales (each concatenated population keeps its own per-channel thresholds).
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -106,19 +105,13 @@ def test_concat_of_branches_at_different_scales_keeps_per_channel_thresholds():
 
 
 @pytest.mark.parametrize("name", NETS)
-def test_float_snn_at_large_T_approaches_the_ann_and_fixed_point_follows(name):
+def test_float_snn_at_large_T_approaches_the_ann_and_fixed_point_follows(name, follows_the_ann):
     torch.manual_seed(0)
     model = _randomize_bn(NETS[name]())
     calib = torch.rand(256, 2, 6, 6)
     snn = api.convert(model, calib, api.Recipe(calib_size=256, normalizer="max"))
     x = torch.rand(40, 2, 6, 6)
-    ann = model(x)
-    sim = api.simulate(snn, x, [64, 512])
-    assert (sim.mean_output(512) - ann).abs().max().item() < 0.05 * ann.abs().max().item()
-    q = api.quantize(snn, "if-soft", timesteps=64, calib=calib)
-    emu = api.emulate(q, api.encode(q, x), api.steps_for(q, 64))
-    fixed = torch.as_tensor(np.asarray(api.scores(q, emu.output, emu.readout))).argmax(1)
-    assert (fixed == sim.predictions(64)).float().mean().item() >= 0.9
+    follows_the_ann(model, snn, x, calib)
 
 
 @pytest.mark.lava
@@ -151,18 +144,12 @@ class SqueezeHead(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(F.relu(self.cls(x)), 1), 1)
 
 
-def test_a_relu_then_average_pool_output_reads_out_a_spiking_population():
+def test_a_relu_then_average_pool_output_reads_out_a_spiking_population(follows_the_ann):
     torch.manual_seed(2)
     model = SqueezeHead().eval()
     calib = torch.rand(256, 2, 6, 6)
     snn = api.convert(model, calib, api.Recipe(calib_size=256, normalizer="max"))
     assert isinstance(snn[snn.output], ir.Flatten) and len(snn.of_type(ir.Neuron)) == 4
     x = torch.rand(40, 2, 6, 6)
-    ann = model(x)
-    sim = api.simulate(snn, x, [64, 512])
-    assert (sim.mean_output(512) - ann).abs().max().item() < 0.05 * ann.abs().max().item()
-    q = api.quantize(snn, "if-soft", timesteps=64, calib=calib)
+    q = follows_the_ann(model, snn, x, calib)
     assert q.blocks[-1].synapses[0].source == "relu_3"  # the pool is the readout synapse
-    emu = api.emulate(q, api.encode(q, x), api.steps_for(q, 64))
-    fixed = torch.as_tensor(np.asarray(api.scores(q, emu.output, emu.readout))).argmax(1)
-    assert (fixed == sim.predictions(64)).float().mean().item() >= 0.9
