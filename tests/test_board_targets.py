@@ -11,7 +11,7 @@ from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.convert import Recipe, convert
 from loihi_conv.fixed.quantize import quantize
 from loihi_conv.fixed.quantize.blocks import FDense
-from loihi_conv.fixed.quantize.rounding import gptq_round, hessian
+from loihi_conv.fixed.quantize.rounding import block_hessians, gptq_round, hessian
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,3 +147,13 @@ def test_cuba_with_reset_to_zero_weights_calibration_is_standard_netx_and_bit_ex
         assert runner._c.net.engine == "netx"  # unmodified lava-dl netx.hdf5.Network
     assert ver.total_compared > 10_000 and ver.total_mismatches == 0
     assert ver.lava_predictions == ver.emulator_predictions
+
+
+def test_block_hessians_are_the_diagonal_blocks_of_the_whole_hessian():
+    m = torch.rand(300, 3, 4, 4, dtype=torch.float64)
+    syn = FDense("src", torch.zeros(5, 48, dtype=torch.float64))
+    full = hessian(syn, m)
+    blocks = block_hessians(syn, m, 20)
+    assert [(c.start, c.stop) for c, _ in blocks] == [(0, 20), (20, 40), (40, 48)]
+    for cols, h in blocks:
+        torch.testing.assert_close(h, full[cols, cols])

@@ -29,6 +29,7 @@ WEIGHT_ROUNDINGS: dict[str, Rounding] = {}
 HESSIAN_CHUNK = 16  # samples per im2col: a conv's unfolded inputs of all samples do not fit in memory
 ROWS_PER_COLUMN = 64  # rows of X per fan-in column that are enough for H
 BLOCK = 128  # columns updated together (GPTQ's lazy batch updates)
+HESSIAN_BLOCK = 2048  # fan-in columns per Hessian block (a conv's whole fan-in; dense layers split)
 DAMP = 0.01  # diagonal damping, a fraction of the mean diagonal (GPTQ's default)
 
 
@@ -58,8 +59,10 @@ def gptq(data: list[SynData], sigma: Tensor, opts: Options) -> list[Tensor]:
         if isinstance(d.syn, FConv) and d.syn.groups != 1:  # im2col below is for dense fan-in
             out.append(round_to(target, opts.weight_step).clamp(-lim, lim))
             continue
-        co = target.shape[0]
-        q = gptq_round(target.reshape(co, -1), hessian(d.syn, d.m), float(opts.weight_step), float(lim))
+        flat = target.reshape(target.shape[0], -1)
+        q = torch.empty_like(flat)
+        for cols, h in block_hessians(d.syn, d.m, HESSIAN_BLOCK):
+            q[:, cols] = gptq_round(flat[:, cols], h, float(opts.weight_step), float(lim))
         out.append(q.reshape(target.shape))
     return out
 
@@ -74,18 +77,33 @@ def inputs_matrix(syn: FConv | FDense, m: Tensor) -> Tensor:
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
-def hessian(syn: FConv | FDense, m: Tensor) -> Tensor:
-    """``X^T X`` of ``inputs_matrix`` over the messages ``m`` (N, *source shape), in chunks of
-    samples, until it has ``ROWS_PER_COLUMN`` rows per column (a conv on a large map gets that
-    many from a few samples; its im2col over all of them is the slow part of the rounding)."""
-    h, rows = None, 0
+def block_hessians(syn: FConv | FDense, m: Tensor, size: int) -> list[tuple[slice, Tensor]]:
+    """The diagonal blocks ``X[:, c]^T X[:, c]`` of ``inputs_matrix``'s ``X^T X`` over the messages
+    ``m`` (N, *source shape), for consecutive fan-in column blocks ``c`` of ``size``; summed in
+    chunks of samples until there are ``ROWS_PER_COLUMN`` rows per block column (a conv on a
+    large map gets that many from a few samples; its im2col over all of them is the slow part).
+
+    Blocks, not the whole matrix: a dense layer after a folded pool has a fan-in of 10^4-10^5
+    (fmnist_vgg: 25088), whose full Hessian takes GBs and its Cholesky minutes. Consecutive
+    columns hold what matters most -- a channel's neighbouring positions, which the pool folded
+    into near-copies -- so rounding errors still cancel within a block."""
+    hs: list[Tensor] = []
+    rows = 0
     for mc in m.split(HESSIAN_CHUNK):
         x = inputs_matrix(syn, mc.to(DT))
-        h = x.T @ x if h is None else h + x.T @ x
+        k = x.shape[1]
+        parts = [x[:, i:i + size] for i in range(0, k, size)]
+        hs = [p.T @ p for p in parts] if not hs else [h + p.T @ p for h, p in zip(hs, parts)]
         rows += x.shape[0]
-        if rows >= ROWS_PER_COLUMN * x.shape[1]:
+        if rows >= ROWS_PER_COLUMN * min(size, k):
             break
-    return h
+    return [(slice(i * size, i * size + h.shape[0]), h) for i, h in enumerate(hs)]
+
+
+def hessian(syn: FConv | FDense, m: Tensor) -> Tensor:
+    """The whole ``X^T X`` of ``inputs_matrix`` over the messages ``m`` (one block)."""
+    k = inputs_matrix(syn, m[:1].to(DT)).shape[1]
+    return block_hessians(syn, m, k)[0][1]
 
 
 def gptq_round(target: Tensor, h: Tensor, step: float, lim: float) -> Tensor:
@@ -117,4 +135,4 @@ def gptq_round(target: Tensor, h: Tensor, step: float, lim: float) -> Tensor:
 # The recipe search's domain (a target opts in with ``register_target(recipe_knobs=("weight_rounding",))``).
 QUANTIZE_KNOBS: Knobs = {"weight_rounding": Choice(tuple(WEIGHT_ROUNDINGS))}
 
-__all__ = ["QUANTIZE_KNOBS", "WEIGHT_ROUNDINGS", "register_rounding", "round_weights", "gptq_round", "hessian"]
+__all__ = ["QUANTIZE_KNOBS", "WEIGHT_ROUNDINGS", "register_rounding", "round_weights", "gptq_round", "hessian", "block_hessians"]
