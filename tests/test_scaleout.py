@@ -139,3 +139,12 @@ def test_device_reaches_engines_that_take_it_and_cpu_only_engines_refuse_others(
         scaleout.device_kw(plain, "cuda")
     with pytest.raises(LoihiConvError, match="--workers must be at least 1"):
         scaleout.Scale(workers=0).check()
+
+
+def test_ray_is_imported_only_when_asked():
+    import subprocess
+    import sys
+
+    code = ("import sys; from loihi_conv.app import cli, pipeline, recipe_search, scaleout; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
