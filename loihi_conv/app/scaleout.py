@@ -89,23 +89,26 @@ class Pool:
     def map(self, fn: Callable, calls: list[tuple]) -> list:
         return list(self.imap(fn, calls))
 
-    def close(self) -> None:
-        pass
+    def close(self, failed: bool = False) -> None:
+        """Release the workers; ``failed`` (an error or Ctrl-C in the caller): stop them now."""
 
     def __enter__(self) -> "Pool":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, *exc) -> None:
+        self.close(failed=kind is not None)
 
 
 _CONTEXT: Any = None  # a worker process's context, set once by _init_worker
 
 
 def _init_worker(blob: bytes, threads: int) -> None:
+    import signal
+
     import torch
 
     global _CONTEXT
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle: it stops the workers
     torch.set_num_threads(threads)
     _CONTEXT = pickle.loads(blob)
 
@@ -138,7 +141,10 @@ class ProcessPool(Pool):
         futures = [self.pool.submit(_call, fn, args) for args in calls]
         return (f.result() for f in futures)
 
-    def close(self):
+    def close(self, failed=False):
+        if failed:  # do not wait minutes for shards nobody will read
+            for proc in list((self.pool._processes or {}).values()):  # our own children
+                proc.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -176,7 +182,7 @@ class RayPool(Pool):
 
         return ActorPool(self.actors).map(lambda a, args: a.run.remote(fn, args), calls)
 
-    def close(self):
+    def close(self, failed=False):
         for a in self.actors:
             self.ray.kill(a)
         if self.started:
