@@ -12,6 +12,7 @@ from loihi_conv.app.models import resolve as load_model
 from loihi_conv.app.pipeline import calibration_data, evaluate, test_data
 from loihi_conv.app.qat import qrelu_model
 from loihi_conv.app.recipe_search import search as search_recipe
+from loihi_conv.app.scaleout import Scale  # evaluate(..., scale=Scale(workers=2)), search_recipe(..., scale=)
 from loihi_conv.app.zoo import build_model, load_user_model
 from loihi_conv.convert import Recipe, convert
 from loihi_conv.emulate import emulate
@@ -62,6 +63,6 @@ def run_lava(net, x_int, steps: int, hardware: bool = False, probes=None):
         return [runner.run(x, steps, probes=probes) for x in x_int]
 
 
-__all__ = ["Recipe", "build_model", "calibration_data", "convert", "emulate", "encode", "evaluate", "load",
+__all__ = ["Recipe", "Scale", "build_model", "calibration_data", "convert", "emulate", "encode", "evaluate", "load",
            "load_model", "load_nir", "load_user_model", "predictions", "qrelu_model", "quantize", "report", "run_lava", "save",
            "scores", "search_recipe", "simulate", "steps_for", "test_data", "to_nir"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from loihi_conv.app import data
+from loihi_conv.app import data, scaleout
 from loihi_conv.app.models import ModelRef
 from loihi_conv.convert import Recipe, convert
 from loihi_conv.frontend import ir
@@ -28,10 +28,12 @@ def test_data(dataset: str, samples: int | None = None) -> tuple[torch.Tensor, t
     return data.load_dataset(dataset, "test", limit=samples)  # an image folder decodes only those
 
 
-def convert_model(ref: ModelRef, recipe: Recipe) -> tuple[ir.Graph, float]:
-    """SNN IR of a resolved model and the wall time conversion took (seconds)."""
+def convert_model(ref: ModelRef, recipe: Recipe, device=None) -> tuple[ir.Graph, float]:
+    """SNN IR of a resolved model and the wall time conversion took (seconds); calibration on
+    ``device`` (None: cpu)."""
     t0 = time.perf_counter()
-    snn = convert(ref.module, calibration_data(ref.dataset, recipe), recipe, input_shape=ref.input_shape)
+    snn = convert(ref.module, calibration_data(ref.dataset, recipe), recipe, input_shape=ref.input_shape,
+                  **scaleout.device_kw(convert, device))
     return snn, time.perf_counter() - t0
 
 
@@ -59,15 +61,20 @@ class Evaluation:
 
 
 def evaluate(ref: ModelRef, recipe: Recipe, timesteps: tuple[int, ...] | None = None,
-             samples: int | None = None) -> Evaluation:
-    """ANN accuracy and float-SNN accuracy at every T on the test split."""
+             samples: int | None = None, scale: "scaleout.Scale | None" = None) -> Evaluation:
+    """ANN accuracy and float-SNN accuracy at every T on the test split; the simulation sharded
+    over ``scale``'s workers (``app.scaleout``: the same accuracies as one process)."""
     ts = tuple(timesteps or recipe.timesteps)
+    scale = (scale or scaleout.Scale()).check()
     x, y = test_data(ref.dataset, samples)
     ann = prepare(ref.module, ref.input_shape)
     ann_acc = float((forward(ann, x).argmax(1) == y).float().mean())
-    snn, t_conv = convert_model(ref, recipe)
+    snn, t_conv = convert_model(ref, recipe, scale.device)
     t0 = time.perf_counter()
-    res = simulate(snn, x, ts, delay=recipe.delay, record=False)
+    if scale.executor == "inline":
+        res = simulate(snn, x, ts, delay=recipe.delay, record=False, **scaleout.device_kw(simulate, scale.device))
+    else:
+        res = scaleout.simulate(snn, x, ts, delay=recipe.delay, scale=scale)
     t_sim = time.perf_counter() - t0
     return Evaluation(ref.name, ref.dataset, len(y), recipe.to_dict(), ann_acc, res.accuracy(y),
                       {T: res.steps(T) for T in ts}, t_conv, t_sim)
@@ -99,11 +106,10 @@ def search_recipe(ref: ModelRef, target: str, timesteps: int, fixed: dict, **opt
     return result
 
 
-def emulator_accuracy(qnet, dataset: str, timesteps: int, samples: int | None = None) -> tuple[float, float]:
-    """Emulator test accuracy at T and the wall seconds it took."""
-    from loihi_conv.emulate import emulator_predictions
-
+def emulator_accuracy(qnet, dataset: str, timesteps: int, samples: int | None = None,
+                      scale: "scaleout.Scale | None" = None) -> tuple[float, float]:
+    """Emulator test accuracy at T and the wall seconds it took (sharded over ``scale``'s workers)."""
     x, y = test_data(dataset, samples)
     t0 = time.perf_counter()
-    pred = emulator_predictions(qnet, x, timesteps)
+    pred = scaleout.emulator_predictions(qnet, x, timesteps, scale=scale)
     return float((torch.as_tensor(pred) == y).float().mean()), time.perf_counter() - t0

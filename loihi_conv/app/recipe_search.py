@@ -46,6 +46,7 @@ KNOBS = {**METHOD_KNOBS, **QUANTIZE_KNOBS}  # what a target's ``recipe_knobs`` m
 DEFAULT_BUDGET = 240.0  # seconds; the issue's bound is 5 minutes per (model, target, T)
 DEFAULT_HELDOUT = 1000
 CHUNKS = 4  # held-out images are scored in this many chunks; the pruner looks after each
+PRUNE_AFTER = 4  # completed trials before the median pruner stops weak ones
 # Starting points, tried first (in this order, after the target's own, ``register_target(starts=)``)
 # as far as the space allows (knobs it lacks are dropped, knobs a point does not name take the
 # Recipe default; tried after the others): the defaults; the calibration
@@ -189,24 +190,99 @@ def _start_points(knobs, target: str) -> list[dict[str, Any]]:
     return points
 
 
+@dataclass
+class _Job:
+    """What every trial needs, shipped to each worker once (``app.scaleout``)."""
+    ann: ir.Graph
+    calib: torch.Tensor
+    chunks: list[tuple[torch.Tensor, torch.Tensor]]
+    base: Recipe
+    target: str
+    timesteps: int
+    device: str = "cpu"
+
+
+@dataclass
+class _Outcome:
+    state: str  # "complete" | "pruned" | "refused"
+    accuracy: float | None
+    values: list[float]  # held-out accuracy after each chunk (what the trial reports)
+    seconds: float
+    note: str = ""
+    snn: ir.Graph | None = None  # complete trials only
+    qnet: qir.QNetwork | None = None
+
+
+def _trial(ctx: dict, overrides: dict[str, Any], thresholds: list[float | None], late_at: float | None) -> _Outcome:
+    """Convert, quantize and score one candidate chunk by chunk; stop early when its best
+    accuracy so far is below ``thresholds[k]`` (the median pruner's, fixed when the round was
+    asked) or, after a chunk, the wall clock passed ``late_at`` (the budget, once a best exists)."""
+    from loihi_conv.app.scaleout import device_kw
+
+    job: _Job = ctx["job"]
+    t0 = time.perf_counter()
+    try:
+        recipe = job.base.replace(**overrides)
+        snn = convert(job.ann, job.calib, recipe, **device_kw(convert, job.device))
+        qnet = quantize(snn, job.target, job.timesteps, calib=job.calib)
+    except LoihiConvError as e:  # a combination the target cannot hold: not a candidate
+        return _Outcome("refused", None, [], time.perf_counter() - t0, e.problem)
+    correct = seen = 0
+    values: list[float] = []
+    for k, (xc, yc) in enumerate(job.chunks):
+        pred = emulator_predictions(qnet, xc, job.timesteps, **device_kw(emulator_predictions, job.device))
+        correct += int((torch.as_tensor(pred) == yc).sum())
+        seen += len(yc)
+        values.append(correct / seen)
+        late = late_at is not None and time.time() > late_at
+        weak = thresholds[k] is not None and max(values) < thresholds[k]
+        if k + 1 < len(job.chunks) and (weak or late):
+            return _Outcome("pruned", correct / seen, values, time.perf_counter() - t0, "over budget" if late else "")
+    return _Outcome("complete", correct / seen, values, time.perf_counter() - t0, snn=snn, qnet=qnet)
+
+
+def _thresholds(study, steps: int) -> list[float | None]:
+    """Optuna's MedianPruner(n_startup_trials=PRUNE_AFTER, n_warmup_steps=0) rule, as a number per
+    step: the median accuracy the completed trials had after that chunk (None: do not prune)."""
+    import numpy as np
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(done) < PRUNE_AFTER:
+        return [None] * steps
+    out: list[float | None] = []
+    for k in range(steps):
+        vals = [t.intermediate_values[k] for t in done if k in t.intermediate_values]
+        out.append(float(np.nanpercentile(np.asarray(vals, dtype=float), 50)) if vals else None)
+    return out
+
+
 def search(module: torch.nn.Module, dataset: str, input_shape: tuple[int, ...], target: str, timesteps: int,
            fixed: dict[str, Any] | None = None, budget: float | None = DEFAULT_BUDGET, trials: int | None = None,
-           seed: int = 0, heldout: int = DEFAULT_HELDOUT, progress: bool = True) -> SearchResult:
+           seed: int = 0, heldout: int = DEFAULT_HELDOUT, progress: bool = True, scale=None) -> SearchResult:
     """Search the recipe for ``target`` at readout window ``timesteps`` (module doc).
 
     ``fixed``: recipe fields the caller chose (``Recipe`` field names; ``neuron_params`` as a
     dict); they are never searched. ``budget``: seconds for the whole study (None: no limit);
     ``trials``: at most this many trials (None: until the budget) -- with ``trials`` and no
-    budget the result is a function of ``seed`` alone. Returns the best recipe with its
-    quantized network (the one to export) and the trial log.
+    budget the result is a function of ``seed`` and the number of workers alone. Returns the best
+    recipe with its quantized network (the one to export) and the trial log.
+
+    ``scale`` (``app.scaleout.Scale``): trials run in rounds of one per worker, each round's
+    candidates asked from the study before any of them is scored (``study.ask``) and told back in
+    trial order (``study.tell``); with one worker that is exactly the one-at-a-time search.
     """
     import optuna
+    from optuna.trial import TrialState
+
+    from loihi_conv.app.scaleout import Scale, open_pool
 
     if target not in TARGETS:
         raise LoihiConvError(f"unknown quantization target {target!r}", f"use one of: {', '.join(sorted(TARGETS))}")
     if budget is None and trials is None:
         raise LoihiConvError("the recipe search needs a time budget or a number of trials",
                              "pass --budget SECONDS or --trials N")
+    scale = (scale or Scale()).check()
     t_start = time.perf_counter()
     fixed = {**TARGETS[target].recipe_fixed, **dict(fixed or {})}
     base = Recipe(**fixed).replace(calib_timesteps=fixed.get("calib_timesteps", int(timesteps)),
@@ -216,57 +292,51 @@ def search(module: torch.nn.Module, dataset: str, input_shape: tuple[int, ...], 
     x, y = heldout_data(dataset, base.calib_size, heldout, base.seed)
     ann_acc = float((forward(ann, x).argmax(1) == y).float().mean())
     knobs = space(ann, target, fixed)
-    chunks = list(zip(x.tensor_split(CHUNKS), y.tensor_split(CHUNKS)))
+    job = _Job(ann, calib, list(zip(x.tensor_split(CHUNKS), y.tensor_split(CHUNKS))), base, target,
+               int(timesteps), scale.device)
     records: list[TrialRecord] = []
     best: dict[str, Any] = {}
-
-    def objective(trial) -> float:
-        t0 = time.perf_counter()
-        overrides = _suggest(trial, knobs)
-        try:
-            recipe = base.replace(**overrides)
-            snn = convert(ann, calib, recipe)
-            qnet = quantize(snn, target, int(timesteps), calib=calib)
-        except LoihiConvError as e:  # a combination the target cannot hold: not a candidate
-            records.append(TrialRecord(trial.number, overrides, None, time.perf_counter() - t0, "refused",
-                                       e.problem))
-            raise optuna.TrialPruned() from None
-        correct = seen = 0
-        for k, (xc, yc) in enumerate(chunks):
-            correct += int((torch.as_tensor(emulator_predictions(qnet, xc, int(timesteps))) == yc).sum())
-            seen += len(yc)
-            trial.report(correct / seen, k)
-            late = budget is not None and bool(best) and time.perf_counter() - t_start > budget
-            if k + 1 < len(chunks) and (trial.should_prune() or late):  # Optuna's timeout waits for
-                records.append(TrialRecord(trial.number, overrides, correct / seen,  # a running trial
-                                           time.perf_counter() - t0, "pruned", "over budget" if late else ""))
-                raise optuna.TrialPruned()
-        acc = correct / seen
-        records.append(TrialRecord(trial.number, overrides, acc, time.perf_counter() - t0, "complete"))
-        if acc > best.get("accuracy", -1.0):
-            best.update(accuracy=acc, recipe=recipe, snn=snn, qnet=qnet)
-        return acc
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():  # group=True is "experimental" in Optuna 5; it is what conditional knobs need
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(STARTS) + 3, multivariate=True,
                                              group=True)
-    study = optuna.create_study(direction="maximize", sampler=sampler,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
     for point in _start_points(knobs, target):
         study.enqueue_trial(point, skip_if_exists=True)
     bar = tqdm(total=trials, desc=f"recipe search {target} T={timesteps}", unit="trial", disable=not progress)
-
-    def tick(study, frozen) -> None:
-        bar.update(1)
-        if best:
-            bar.set_postfix(best=f"{100 * best['accuracy']:.2f}%", refresh=False)
-
     try:
-        with warnings.catch_warnings():
+        with open_pool(scale, {"job": job}) as pool, warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(objective, n_trials=trials, timeout=budget, callbacks=[tick], catch=())
+            t_opt = time.perf_counter()
+            while trials is None or len(records) < trials:
+                if budget is not None and time.perf_counter() - t_opt >= budget:
+                    break
+                n = pool.workers if trials is None else min(pool.workers, trials - len(records))
+                asked = []
+                for _ in range(n):  # asked one after another: the sampler's draws follow its seed
+                    trial = study.ask()
+                    asked.append((trial, _suggest(trial, knobs)))
+                late_at = time.time() + budget - (time.perf_counter() - t_start) if budget is not None and best \
+                    else None
+                limits = _thresholds(study, CHUNKS)
+                outcomes = pool.map(_trial, [(overrides, limits, late_at) for _, overrides in asked])
+                for (trial, overrides), out in zip(asked, outcomes):
+                    for k, v in enumerate(out.values):
+                        trial.report(v, k)
+                    records.append(TrialRecord(trial.number, overrides, out.accuracy, out.seconds, out.state,
+                                               out.note))
+                    if out.state != "complete":
+                        study.tell(trial, state=TrialState.PRUNED)
+                    else:
+                        study.tell(trial, out.accuracy)
+                        if out.accuracy > best.get("accuracy", -1.0):
+                            best.update(accuracy=out.accuracy, recipe=base.replace(**overrides), snn=out.snn,
+                                        qnet=out.qnet)
+                    bar.update(1)
+                    if best:
+                        bar.set_postfix(best=f"{100 * best['accuracy']:.2f}%", refresh=False)
     finally:
         bar.close()
     if not best:

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from loihi_conv.app.commands.group import Ctx, check_steps, guarded, main, write_json
-from loihi_conv.app.commands.options import model_options, pop_fixed, recipe_options, search_options
+from loihi_conv.app.commands.options import model_options, pop_fixed, recipe_options, scale_options, search_options
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.fixed.quantize import TARGETS
 
@@ -75,10 +75,11 @@ def warn_other_dataset(qnet, ds: str, net: str) -> None:
               help="With --model FILE.nir: the time step dt of the discretization (default: the file's, else 1).")
 @click.option("--nir-reset", type=click.Choice(["zero", "subtract"]), default=None,
               help="With --model FILE.nir: reset every neuron to zero or by subtraction (default: the file's).")
+@scale_options
 @click.pass_obj
 @guarded
 def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, json_out, no_search, budget,
-            trials, heldout, nir_out=None, nir_dt=None, nir_reset=None, **kw) -> None:
+            trials, heldout, nir_out=None, nir_dt=None, nir_reset=None, scale=None, **kw) -> None:
     """Convert a model, quantize it for a Loihi 2 target and write a NetX file.
 
     By default the conversion recipe is searched: the options you give are kept, the others
@@ -92,11 +93,14 @@ def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, js
       loihi-conv convert --model my.py:Net --weights w.pt --dataset mnist --target if-soft -o net.net
       loihi-conv convert --model net.nir --dataset events.npz --target cuba -T 32 -o net.net
       loihi-conv convert --model mnist_cnn --no-search --nir mnist.nir -o mnist.net
+      loihi-conv convert --model fmnist_cnn -T 32 --trials 16 --workers 2 -o fmnist.net
     """
     from loihi_conv.app import models, nir_source, pipeline
     from loihi_conv.app.recipe_search import DEFAULT_BUDGET, DEFAULT_HELDOUT, describe
+    from loihi_conv.app.scaleout import Scale
 
     check_steps(timesteps, "--timesteps", "-T 64")
+    scale = (scale or Scale()).check()
     if nir_source.is_nir(model):  # already an SNN: no ANN conversion, no recipe search
         snn, qnet = nir_source.quantize(model, dataset, target, timesteps, force, nir_dt, nir_reset)
         _write_outputs(obj, qnet, out, json_out, target, snn, nir_out)
@@ -109,11 +113,12 @@ def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, js
     if searching:
         result = pipeline.search_recipe(ref, target, timesteps, fixed,
                                         budget=DEFAULT_BUDGET if budget is None and trials is None else budget,
-                                        trials=trials, heldout=heldout or DEFAULT_HELDOUT, progress=not obj.quiet)
+                                        trials=trials, heldout=heldout or DEFAULT_HELDOUT, progress=not obj.quiet,
+                                        scale=scale)
         obj.echo(result.summary())
         qnet = result.qnet
     else:
-        snn, _ = pipeline.convert_model(ref, recipe)
+        snn, _ = pipeline.convert_model(ref, recipe, scale.device)
         try:
             qnet = pipeline.quantize_snn(snn, ref, recipe, target, timesteps, force=force)
         except LoihiConvError as e:  # the Python API's "force=True" is --force here

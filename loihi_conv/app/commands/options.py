@@ -141,3 +141,23 @@ def search_options(fn):
     def wrapper(*a, **k):
         return fn(*a, **k)
     return wrapper
+
+
+def scale_options(fn):
+    """--workers, --ray, --device: where the evaluation runs (``app.scaleout``); the command gets
+    one ``scale`` argument (checked by the command itself, so a bad device is an input error)."""
+    @click.option("--workers", type=click.IntRange(min=1), default=None,
+                  help="Worker processes to shard the images (and search trials) over; results are those of "
+                       "one process (default 1; with --ray: every CPU of the cluster).")
+    @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+                  help="Run the workers on a Ray cluster: its address (e.g. auto, ray://host:10001), "
+                       "or 'local' to start one on this machine.")
+    @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                  help="Torch device of the simulation, calibration and emulator (cuda: unmeasured).")
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        from loihi_conv.app.scaleout import Scale
+
+        k["scale"] = Scale(k.pop("workers"), k.pop("ray_address"), k.pop("device"))
+        return fn(*a, **k)
+    return wrapper

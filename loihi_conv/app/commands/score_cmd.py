@@ -9,6 +9,7 @@ import numpy as np
 
 from loihi_conv.app.commands.fixed_cmds import _dataset_of, _load_net, _progress, _timesteps_of, warn_other_dataset
 from loihi_conv.app.commands.group import Ctx, guarded, main, write_json
+from loihi_conv.app.commands.options import scale_options
 from loihi_conv.base.errors import LoihiConvError
 
 LAVA_SAMPLES = 5  # each image compiles and runs the whole network on Lava's CPU simulator
@@ -25,9 +26,10 @@ LAVA_SAMPLES = 5  # each image compiles and runs the whole network on Lava's CPU
 @click.option("--timesteps", "-T", type=int, default=None, help="Readout window (default: the file's).")
 @click.option("--batch-size", "-b", type=int, default=256, show_default=True, help="Emulator images per batch.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the results here.")
+@scale_options
 @click.pass_obj
 @guarded
-def score(obj: Ctx, net, dataset, samples, backend, timesteps, batch_size, json_out) -> None:
+def score(obj: Ctx, net, dataset, samples, backend, timesteps, batch_size, json_out, scale=None) -> None:
     """Accuracy of NET on the test split of a labelled dataset, decoded with the file's readout.
 
     With --backend lava the same images also run on the emulator and the command reports whether
@@ -38,6 +40,8 @@ def score(obj: Ctx, net, dataset, samples, backend, timesteps, batch_size, json_
       loihi-conv score mnist.net
       loihi-conv score net.net --dataset my_data.npz --samples 1000 --json score.json
       loihi-conv score mnist.net --backend lava --samples 5
+      loihi-conv score mnist.net --workers 2
+      loihi-conv score mnist.net --ray local
     """
     from loihi_conv.app import pipeline
     from loihi_conv.app.data import dataset_info
@@ -46,6 +50,9 @@ def score(obj: Ctx, net, dataset, samples, backend, timesteps, batch_size, json_
 
     if batch_size <= 0:
         raise LoihiConvError(f"--batch-size must be positive, got {batch_size}", "pass e.g. --batch-size 256")
+    from loihi_conv.app.scaleout import Scale
+
+    scale = (scale or Scale()).check()
     qnet = _load_net(net)
     ds = _dataset_of(qnet, dataset, net, warn=False)
     T = _timesteps_of(qnet, timesteps)
@@ -60,9 +67,9 @@ def score(obj: Ctx, net, dataset, samples, backend, timesteps, batch_size, json_
     steps = steps_for(qnet, T)
     readout = readout_name(qnet)
 
-    emu_preds, emu_s = _emulate(obj, qnet, x, T, batch_size)
+    emu_preds, emu_s = _emulate(obj, qnet, x, T, batch_size, scale)
     result = {"net": str(net), "dataset": ds, "backend": backend, "readout": readout, "samples": len(labels),
-              "timesteps": T, "steps": steps}
+              "timesteps": T, "steps": steps, "scale": _scale_of(scale)}
     if backend == "emulator":
         result.update(_accuracy(emu_preds, labels), seconds=emu_s, predictions=emu_preds.tolist())
         obj.echo(_line("emulator", result))
@@ -83,14 +90,19 @@ def score(obj: Ctx, net, dataset, samples, backend, timesteps, batch_size, json_
         sys.exit(4)
 
 
-def _emulate(obj: Ctx, qnet, x, T: int, batch_size: int) -> tuple[np.ndarray, float]:
-    """Emulator predictions (N,) in batches, with a progress bar, and the seconds they took."""
-    from loihi_conv.emulate import emulator_predictions
+def _emulate(obj: Ctx, qnet, x, T: int, batch_size: int, scale=None) -> tuple[np.ndarray, float]:
+    """Emulator predictions (N,) in batches, with a progress bar, and the seconds they took;
+    sharded over ``scale``'s workers (``app.scaleout``: the predictions of one process)."""
+    from loihi_conv.app.scaleout import emulator_predictions
 
     t0 = time.perf_counter()
-    preds = [np.asarray(emulator_predictions(qnet, x[i:i + batch_size], T, batch_size=batch_size))
-             for i in _progress(obj, f"emulator ({batch_size} images/batch)")(range(0, len(x), batch_size))]
-    return np.concatenate(preds).astype(np.int64), time.perf_counter() - t0
+    preds = emulator_predictions(qnet, x, T, batch_size=batch_size, scale=scale,
+                                 progress=_progress(obj, f"emulator ({batch_size} images/batch)"))
+    return preds, time.perf_counter() - t0
+
+
+def _scale_of(scale) -> dict:
+    return {"workers": scale.workers or 1, "ray": scale.ray, "device": scale.device}
 
 
 def _lava(obj: Ctx, net: str, qnet, x, steps: int) -> tuple[np.ndarray, float]:
