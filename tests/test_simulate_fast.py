@@ -79,6 +79,8 @@ def test_block_engine_equals_step_engine(monkeypatch, model, delay, stream, pool
     ref = simulate(graph, x, ts, delay=delay, record=record, batch_size=16, engine="step")
     fast = simulate(graph, x, ts, delay=delay, record=record, batch_size=16)
     _same(ref, fast)
+    monkeypatch.setattr(timeblocks, "LANE_SAMPLES", 8)  # the 16-sample batch as two 8-sample lanes
+    _same(ref, simulate(graph, x, ts, delay=delay, record=record, batch_size=16, num_threads=2))
     if record:
         assert any(float(c.sum()) > 0 for c in fast.counts[11].values())  # the graph does spike
 
@@ -97,6 +99,9 @@ def test_block_engine_equals_step_engine_on_a_converted_cnn(monkeypatch):
     _same(ref, simulate(graph, x, (8, 32), record="neuron"))
     monkeypatch.setattr(timeblocks, "MAX_BLOCK", 5)
     _same(ref, simulate(graph, x, (8, 32), record="neuron"))
+    monkeypatch.setattr(timeblocks, "LANE_SAMPLES", 16)  # two lanes (20 samples each), two threads
+    assert timeblocks.lanes_for(40, 2) == 2
+    _same(ref, simulate(graph, x, (8, 32), record="neuron", num_threads=2))
 
 
 @pytest.mark.parametrize("shape,k", [((3, 4, 8, 8), 2), ((2, 3, 7, 7), 2), ((2, 2, 9, 6), 3)])

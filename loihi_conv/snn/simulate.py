@@ -50,7 +50,7 @@ from loihi_conv.frontend import ir, ops
 from loihi_conv.snn.neurons import NEURON_MODELS, NeuronModel, get_neuron_model
 from loihi_conv.snn.pooling import PoolScheme, get_pooling, scheme_name
 from loihi_conv.snn.readouts import make_readout
-from loihi_conv.snn.timeblocks import BlockRun
+from loihi_conv.snn.timeblocks import run_lanes
 
 Tensor = torch.Tensor
 SOURCES = (ir.Input, ir.Neuron)  # nodes whose output crosses a synapse (delayed with delay=1)
@@ -275,8 +275,9 @@ def _run_steps(graph: ir.Graph, x: Tensor, delay: int, static: set[str], steps: 
 @_engine("block")
 def _run_blocks(graph: ir.Graph, x: Tensor, delay: int, static: set[str], steps: int, snap: set[int],
                 count: bool, on_step: Callable) -> None:
-    """Default: blocks of steps, node by node (``loihi_conv.snn.timeblocks``)."""
-    BlockRun(graph, x, delay, static, count).run(steps, snap, on_step)
+    """Default: blocks of steps, node by node, sample shards side by side on torch's threads
+    (``loihi_conv.snn.timeblocks``)."""
+    run_lanes(graph, x, delay, static, count, steps, snap, on_step, torch.get_num_threads())
 
 
 # ---- driver --------------------------------------------------------------------------------

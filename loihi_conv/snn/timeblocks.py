@@ -23,6 +23,7 @@ tb * N rows here and N rows per step there, so bit-identity holds whenever N is 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import torch
@@ -35,6 +36,9 @@ Tensor = torch.Tensor
 SOURCES = (ir.Input, ir.Neuron)
 BLOCK_BYTES = 384 * 2**20  # stacked values of one block of steps, summed over nodes
 MAX_BLOCK = 64  # steps per block at most
+CHUNK_ROWS = 64  # rows (steps x samples) per synapse call: oneDNN's convs run fastest near this
+LANE_SAMPLES = 32  # samples per lane at least (run_lanes)
+MIN_ROWS = 16  # never fewer rows per call (BLAS/oneDNN pick other kernels, other roundings, below)
 TILE_BYTES = 128 * 2**10  # one tile of one neuron state tensor: a few of them fit in L2
 
 
@@ -65,6 +69,13 @@ def _apply(node: ir.Node, *xs: Tensor) -> Tensor:
     return ops.apply(node, *xs)
 
 
+def _chunks(rows: int, n: int) -> int:
+    """How many near-equal row chunks to split ``rows`` into: about CHUNK_ROWS each, never below
+    MIN_ROWS or the batch ``n`` (the per-step engine's row count) when that is smaller."""
+    floor = min(MIN_ROWS, n)
+    return max(1, min(round(rows / CHUNK_ROWS), rows // max(1, floor)))
+
+
 class _Seq:
     """A node's values over the current block: ``steps[i]`` at its i-th step, ``stacked`` the same
     as one contiguous (tb, N, ...) tensor when there is one (None for per-step constants)."""
@@ -87,8 +98,49 @@ class _Neuron:
         self.states = [self.model.init_state((sl.stop - sl.start,) + tuple(shape[1:]), node, dtype, device)
                        for sl in self.tiles]
         self.counts = torch.zeros(shape, dtype=dtype, device=device) if count else None
-        self.buf = torch.zeros((tb + 1,) + tuple(shape), dtype=dtype, device=device)  # slot 0: previous step
+        self.buf = torch.empty((tb + 1,) + tuple(shape), dtype=dtype, device=device)  # slot 0: previous step
+        self.buf[0].zero_()
         self.clamp = node.params.get("clamp_steps", 0)
+
+
+def block_steps(graph: ir.Graph, static: set[str], n: int) -> int:
+    """Steps per block for a batch of n: the block's stacked values stay within BLOCK_BYTES."""
+    per_step = sum(math.prod(node.shape) for node in graph if node.name not in static) * n * 4
+    return max(1, min(MAX_BLOCK, BLOCK_BYTES // max(1, per_step)))
+
+
+def lanes_for(n: int, threads: int) -> int:
+    """Sample shards run side by side, one thread each: at most ``threads``, each of at least
+    LANE_SAMPLES samples (small shards would fall under MIN_ROWS in the static synapses)."""
+    return max(1, min(threads, n // LANE_SAMPLES))
+
+
+def run_lanes(graph: ir.Graph, x: Tensor, delay: int, static: set[str], count: bool, steps: int, snap: set[int],
+              on_step: Callable[[int, Tensor, dict | None], None], threads: int) -> None:
+    """``BlockRun.run`` over ``lanes_for`` sample shards of x, each in its own thread with one
+    intra-op thread (every value is per sample, so sharding changes none): a lane never waits
+    for another inside a block, where intra-op threads meet at every op. ``on_step`` gets the
+    whole batch, in sample order, step after step as from one ``BlockRun``."""
+    lanes = lanes_for(x.shape[0], threads)
+    if lanes == 1:
+        BlockRun(graph, x, delay, static, count).run(steps, snap, on_step)
+        return
+    tb = block_steps(graph, static, x.shape[0])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(lanes) as pool:
+            runs = list(pool.map(lambda xs: BlockRun(graph, xs, delay, static, count, tb), x.tensor_split(lanes)))
+            for t0 in range(0, steps, tb):
+                n_steps = min(tb, steps - t0)
+                parts = list(pool.map(lambda run: run.block(t0, n_steps, snap), runs))
+                for i in range(n_steps):
+                    t = t0 + i + 1
+                    rec = parts[0][1].get(t)
+                    counts = None if rec is None else {k: torch.cat([p[1][t][k] for p in parts]) for k in rec}
+                    on_step(t, torch.cat([p[0][i] for p in parts]), counts)
+    finally:
+        torch.set_num_threads(before)
 
 
 class BlockRun:
@@ -96,12 +148,11 @@ class BlockRun:
     every step t = 1..steps in order, with the output node's value at t and, for t in ``snap``
     (and ``count``), every neuron's spike counts after step t (else None)."""
 
-    def __init__(self, graph: ir.Graph, x: Tensor, delay: int, static: set[str], count: bool):
+    def __init__(self, graph: ir.Graph, x: Tensor, delay: int, static: set[str], count: bool,
+                 tb: int | None = None):
         self.graph, self.x, self.delay, self.static, self.count = graph, x, delay, static, count
         self.stream = x.dim() == len(graph.input.shape) + 2
-        n = x.shape[0]
-        per_step = sum(math.prod(node.shape) for node in graph if node.name not in static) * n * 4
-        self.tb = max(1, min(MAX_BLOCK, BLOCK_BYTES // max(1, per_step)))
+        self.tb = tb or block_steps(graph, static, x.shape[0])
         self.neurons: dict[str, _Neuron] = {}
         self.pools: dict[str, tuple] = {}
         self.input_buf: Tensor | None = None
@@ -126,11 +177,11 @@ class BlockRun:
 
     # -- one block ---------------------------------------------------------------------------
     def run(self, steps: int, snap: set[int], on_step: Callable[[int, Tensor, dict | None], None]) -> None:
-        t0 = 0
-        while t0 < steps:
+        for t0 in range(0, steps, self.tb):
             tb = min(self.tb, steps - t0)
-            self._block(t0, tb, snap, on_step)
-            t0 += tb
+            outs, recorded = self.block(t0, tb, snap)
+            for i in range(tb):
+                on_step(t0 + i + 1, outs[i], recorded.get(t0 + i + 1))
 
     def _read(self, vals: dict[str, _Seq], name: str, tb: int) -> _Seq:
         node = self.graph[name]
@@ -140,7 +191,9 @@ class BlockRun:
             return _Seq(list(view.unbind(0)), view)
         return vals[name]
 
-    def _block(self, t0: int, tb: int, snap: set[int], on_step) -> None:
+    def block(self, t0: int, tb: int, snap: set[int]) -> tuple[list[Tensor], dict[int, dict[str, Tensor]]]:
+        """Steps t0 + 1 .. t0 + tb: the output node's value at each, and the neurons' counts after
+        each step in ``snap`` (when counting)."""
         vals: dict[str, _Seq] = {}
         recorded: dict[int, dict[str, Tensor]] = {t: {} for t in range(t0 + 1, t0 + tb + 1) if t in snap}
         for node in self.graph:
@@ -160,12 +213,11 @@ class BlockRun:
         if out is None:
             nrn = self.neurons[self.graph.output]
             out = _Seq(list(nrn.buf[1:tb + 1].unbind(0)), None)
-        for i in range(tb):
-            on_step(t0 + i + 1, out.steps[i], recorded.get(t0 + i + 1))
         for nrn in self.neurons.values():  # carry the last step into the delay slot
             nrn.buf[0].copy_(nrn.buf[tb])
         if self.input_buf is not None:
             self.input_buf[0].copy_(self.input_buf[tb])
+        return out.steps, recorded
 
     def _input(self, t0: int, tb: int) -> None:
         if self.input_buf is None:
@@ -178,7 +230,9 @@ class BlockRun:
     def _synapse(self, node: ir.Node, ins: list[_Seq], tb: int) -> _Seq:
         if all(s.stacked is not None for s in ins):
             n = ins[0].stacked.shape[1]
-            out = _apply(node, *[s.stacked.reshape((tb * n,) + tuple(s.stacked.shape[2:])) for s in ins])
+            flat = [s.stacked.reshape((tb * n,) + tuple(s.stacked.shape[2:])) for s in ins]
+            parts = [_apply(node, *xs) for xs in zip(*[f.tensor_split(_chunks(tb * n, n)) for f in flat])]
+            out = parts[0] if len(parts) == 1 else torch.cat(parts)
             out = out.reshape((tb, n) + tuple(out.shape[1:]))
             return _Seq(list(out.unbind(0)), out)
         out = torch.stack([_apply(node, *[s.steps[i] for s in ins]) for i in range(tb)])
@@ -222,4 +276,4 @@ class BlockRun:
                     snaps[i][sl].copy_(counts)
 
 
-__all__ = ["BlockRun"]
+__all__ = ["BlockRun", "block_steps", "lanes_for", "run_lanes"]
