@@ -71,16 +71,16 @@ CASES = [(model, delay, stream, POOLS[i % 4], READOUTS[i % 3], RECORDS[i % 3])
 def test_block_engine_equals_step_engine(monkeypatch, model, delay, stream, pool, readout, record):
     monkeypatch.setattr(timeblocks, "MAX_BLOCK", 3)  # block boundaries inside the run (delay carry)
     monkeypatch.setattr(timeblocks, "TILE_BYTES", 3 * 4 * 64 * 4)  # neuron tiles of a few samples
+    monkeypatch.setattr(timeblocks, "SHARD_SAMPLES", 16)
     graph = random_graph(model, pool, readout, seed=len(model) + 7 * delay)
     gen = torch.Generator().manual_seed(3)
-    n = 20
+    n = 40  # batches of 32 (two 16-sample shards) and 8
     x = torch.rand((n, 5, 2, 8, 8) if stream else (n, 2, 8, 8), generator=gen)
     ts = (4, 7, 11)  # snapshots inside and at the end of blocks
-    ref = simulate(graph, x, ts, delay=delay, record=record, batch_size=16, engine="step")
-    fast = simulate(graph, x, ts, delay=delay, record=record, batch_size=16)
+    ref = simulate(graph, x, ts, delay=delay, record=record, batch_size=32, engine="step")
+    fast = simulate(graph, x, ts, delay=delay, record=record, batch_size=32)
     _same(ref, fast)
-    monkeypatch.setattr(timeblocks, "LANE_SAMPLES", 8)  # the 16-sample batch as two 8-sample lanes
-    _same(ref, simulate(graph, x, ts, delay=delay, record=record, batch_size=16, num_threads=2))
+    _same(ref, simulate(graph, x, ts, delay=delay, record=record, batch_size=32, num_threads=2))
     if record:
         assert any(float(c.sum()) > 0 for c in fast.counts[11].values())  # the graph does spike
 
@@ -99,8 +99,8 @@ def test_block_engine_equals_step_engine_on_a_converted_cnn(monkeypatch):
     _same(ref, simulate(graph, x, (8, 32), record="neuron"))
     monkeypatch.setattr(timeblocks, "MAX_BLOCK", 5)
     _same(ref, simulate(graph, x, (8, 32), record="neuron"))
-    monkeypatch.setattr(timeblocks, "LANE_SAMPLES", 16)  # two lanes (20 samples each), two threads
-    assert timeblocks.lanes_for(40, 2) == 2
+    monkeypatch.setattr(timeblocks, "SHARD_SAMPLES", 16)
+    assert timeblocks.shards_for(40) == 2  # two shards of 20, side by side on two threads
     _same(ref, simulate(graph, x, (8, 32), record="neuron", num_threads=2))
 
 

@@ -36,10 +36,10 @@ Tensor = torch.Tensor
 SOURCES = (ir.Input, ir.Neuron)
 BLOCK_BYTES = 384 * 2**20  # stacked values of one block of steps, summed over nodes
 MAX_BLOCK = 64  # steps per block at most
-CHUNK_ROWS = 64  # rows (steps x samples) per synapse call: oneDNN's convs run fastest near this
-LANE_SAMPLES = 32  # samples per lane at least (run_lanes)
+CHUNK_ROWS = 128  # rows (steps x samples) per synapse call: oneDNN's convs run ~1.5x slower at 500+
+SHARD_SAMPLES = 32  # samples per shard (run_lanes)
 MIN_ROWS = 16  # never fewer rows per call (BLAS/oneDNN pick other kernels, other roundings, below)
-TILE_BYTES = 128 * 2**10  # one tile of one neuron state tensor: a few of them fit in L2
+TILE_BYTES = 512 * 2**10  # one tile of one neuron state tensor (fewer, larger calls beat fitting L2)
 
 
 def _avg_pool(node: ir.AvgPool2d, x: Tensor) -> Tensor:
@@ -104,43 +104,47 @@ class _Neuron:
 
 
 def block_steps(graph: ir.Graph, static: set[str], n: int) -> int:
-    """Steps per block for a batch of n: the block's stacked values stay within BLOCK_BYTES."""
+    """Steps per block for a shard of n samples: about CHUNK_ROWS rows per synapse call, and the
+    block's stacked values within BLOCK_BYTES."""
     per_step = sum(math.prod(node.shape) for node in graph if node.name not in static) * n * 4
-    return max(1, min(MAX_BLOCK, BLOCK_BYTES // max(1, per_step)))
+    return max(1, min(MAX_BLOCK, CHUNK_ROWS // max(1, n), BLOCK_BYTES // max(1, per_step)))
 
 
-def lanes_for(n: int, threads: int) -> int:
-    """Sample shards run side by side, one thread each: at most ``threads``, each of at least
-    LANE_SAMPLES samples (small shards would fall under MIN_ROWS in the static synapses)."""
-    return max(1, min(threads, n // LANE_SAMPLES))
+def shards_for(n: int) -> int:
+    """How many sample shards a batch of n runs as: about SHARD_SAMPLES samples each (never
+    fewer than MIN_ROWS samples, where a static synapse would see too few rows)."""
+    return max(1, n // max(SHARD_SAMPLES, MIN_ROWS))
 
 
 def run_lanes(graph: ir.Graph, x: Tensor, delay: int, static: set[str], count: bool, steps: int, snap: set[int],
               on_step: Callable[[int, Tensor, dict | None], None], threads: int) -> None:
-    """``BlockRun.run`` over ``lanes_for`` sample shards of x, each in its own thread with one
-    intra-op thread (every value is per sample, so sharding changes none): a lane never waits
-    for another inside a block, where intra-op threads meet at every op. ``on_step`` gets the
-    whole batch, in sample order, step after step as from one ``BlockRun``."""
-    lanes = lanes_for(x.shape[0], threads)
-    if lanes == 1:
-        BlockRun(graph, x, delay, static, count).run(steps, snap, on_step)
-        return
-    tb = block_steps(graph, static, x.shape[0])
+    """``BlockRun.run`` over sample shards of x (``shards_for``), block after block: a shard's
+    block of steps (every node, its values a few MB) stays in cache, and with ``threads`` > 1 the
+    shards run side by side, one intra-op thread each (every value is per sample, so sharding
+    changes none; lanes never wait for each other inside a block, where intra-op threads meet at
+    every op). ``on_step`` gets the whole batch, in sample order, step after step."""
+    shards = x.tensor_split(shards_for(x.shape[0]))
+    tb = block_steps(graph, static, shards[0].shape[0])
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(threads) if threads > 1 and len(shards) > 1 else None
+    run_all = pool.map if pool is not None else map
+    if pool is not None:
+        torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(lanes) as pool:
-            runs = list(pool.map(lambda xs: BlockRun(graph, xs, delay, static, count, tb), x.tensor_split(lanes)))
-            for t0 in range(0, steps, tb):
-                n_steps = min(tb, steps - t0)
-                parts = list(pool.map(lambda run: run.block(t0, n_steps, snap), runs))
-                for i in range(n_steps):
-                    t = t0 + i + 1
-                    rec = parts[0][1].get(t)
-                    counts = None if rec is None else {k: torch.cat([p[1][t][k] for p in parts]) for k in rec}
-                    on_step(t, torch.cat([p[0][i] for p in parts]), counts)
+        runs = list(run_all(lambda xs: BlockRun(graph, xs, delay, static, count, tb), shards))
+        for t0 in range(0, steps, tb):
+            n_steps = min(tb, steps - t0)
+            parts = list(run_all(lambda run: run.block(t0, n_steps, snap), runs))
+            for i in range(n_steps):
+                t = t0 + i + 1
+                rec = parts[0][1].get(t)
+                counts = None if rec is None else {k: torch.cat([p[1][t][k] for p in parts]) for k in rec}
+                out = parts[0][0][i] if len(parts) == 1 else torch.cat([p[0][i] for p in parts])
+                on_step(t, out, counts)
     finally:
-        torch.set_num_threads(before)
+        if pool is not None:
+            pool.shutdown()
+            torch.set_num_threads(before)
 
 
 class BlockRun:
@@ -276,4 +280,4 @@ class BlockRun:
                     snaps[i][sl].copy_(counts)
 
 
-__all__ = ["BlockRun", "block_steps", "lanes_for", "run_lanes"]
+__all__ = ["BlockRun", "block_steps", "run_lanes", "shards_for"]
