@@ -86,8 +86,8 @@ def test_block_engine_equals_step_engine(monkeypatch, model, delay, stream, pool
 
 
 def test_block_engine_equals_step_engine_on_a_converted_cnn(monkeypatch):
-    """A conv net as ``convert`` makes it (avgpools, flatten, no maxpool), default block sizes
-    and one smaller, several T: identical outputs and per-neuron counts."""
+    """A conv net as ``convert`` makes it (neuron-fed avgpools, flatten), default block sizes and
+    one smaller, several T, one or two threads: identical outputs and per-neuron counts."""
     g = torch.Generator().manual_seed(5)
     nodes = [ir.Input("x", (), (1, 12, 12)), _conv("c1", "x", 1, 6, g, scale=4.0), _neuron("n1", "c1", 6, "if-soft", g),
              ir.AvgPool2d("p1", ("n1",), kernel_size=2, stride=2), _conv("c2", "p1", 6, 8, g, scale=3.0),
@@ -95,16 +95,20 @@ def test_block_engine_equals_step_engine_on_a_converted_cnn(monkeypatch):
              ir.Flatten("f", ("p2",)), ir.Linear("out", ("f",), weight=torch.randn(10, 72, generator=g))]
     graph = ops.infer_shapes(ir.Graph({n.name: n for n in nodes}, "out", {}))
     x = torch.rand(40, 1, 12, 12, generator=g)
+    clamped = graph.copy()  # the neuron-fed avgpools are pooled inside the neuron loop: clamped, no delay
+    clamped.nodes["n1"].params["clamp_steps"] = 3
+    ref0 = simulate(clamped, x, (5, 9), delay=0, engine="step")
+    _same(ref0, simulate(clamped, x, (5, 9), delay=0))
     ref = simulate(graph, x, (8, 32), record="neuron", engine="step")
     _same(ref, simulate(graph, x, (8, 32), record="neuron"))
     monkeypatch.setattr(timeblocks, "MAX_BLOCK", 5)
     _same(ref, simulate(graph, x, (8, 32), record="neuron"))
     monkeypatch.setattr(timeblocks, "SHARD_SAMPLES", 16)
-    assert timeblocks.shards_for(40) == 2  # two shards of 20, side by side on two threads
+    assert timeblocks.shards_for(40, 2) == 2  # two shards of 20, side by side on two threads
     _same(ref, simulate(graph, x, (8, 32), record="neuron", num_threads=2))
 
 
-@pytest.mark.parametrize("shape,k", [((3, 4, 8, 8), 2), ((2, 3, 7, 7), 2), ((2, 2, 9, 6), 3)])
+@pytest.mark.parametrize("shape,k", [((3, 4, 8, 8), 2), ((2, 3, 7, 7), 2), ((2, 2, 9, 6), 3), ((40, 8, 28, 28), 2)])
 def test_avg_pool_fast_path_is_bit_identical(shape, k):
     x = torch.rand(shape) * torch.rand(1, shape[1], 1, 1)
     node = ir.AvgPool2d("p", ("x",), kernel_size=k, stride=k)

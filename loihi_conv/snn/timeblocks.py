@@ -37,20 +37,21 @@ SOURCES = (ir.Input, ir.Neuron)
 BLOCK_BYTES = 384 * 2**20  # stacked values of one block of steps, summed over nodes
 MAX_BLOCK = 64  # steps per block at most
 CHUNK_ROWS = 128  # rows (steps x samples) per synapse call: oneDNN's convs run ~1.5x slower at 500+
-SHARD_SAMPLES = 32  # samples per shard (run_lanes)
+SHARD_SAMPLES = 64  # samples per shard (run_lanes)
 MIN_ROWS = 16  # never fewer rows per call (BLAS/oneDNN pick other kernels, other roundings, below)
-TILE_BYTES = 512 * 2**10  # one tile of one neuron state tensor (fewer, larger calls beat fitting L2)
+TILE_BYTES = 2 * 2**20  # one tile of one neuron state tensor (fewer, larger calls beat fitting L2)
 
 
 def _avg_pool(node: ir.AvgPool2d, x: Tensor) -> Tensor:
     """``ops.apply`` of an AvgPool2d, faster when the windows tile the input (kernel == stride, no
-    padding): the window sum is accumulated in ATen's CPU order (row by row, left to right, from
+    padding, no crop): the window sum is accumulated in ATen's CPU order (row by row, left to right, from
     0) and divided by the window size, so the result is bit-identical."""
     k, s = node.kernel_size, node.stride
     k = (k, k) if isinstance(k, int) else tuple(k)
     s = (s, s) if isinstance(s, int) else tuple(s) if s else k
     pad = node.padding if isinstance(node.padding, (tuple, list)) else (node.padding, node.padding)
-    if s != k or any(pad) or node.ceil_mode or x.dim() != 4 or x.device.type != "cpu":
+    if (s != k or any(pad) or node.ceil_mode or x.dim() != 4 or x.device.type != "cpu"
+            or x.shape[2] % k[0] or x.shape[3] % k[1]):  # a cropped window grid: ATen's is faster
         return ops.apply(node, x)
     n, c, h, w = x.shape
     ho, wo = h // k[0], w // k[1]
@@ -110,10 +111,12 @@ def block_steps(graph: ir.Graph, static: set[str], n: int) -> int:
     return max(1, min(MAX_BLOCK, CHUNK_ROWS // max(1, n), BLOCK_BYTES // max(1, per_step)))
 
 
-def shards_for(n: int) -> int:
-    """How many sample shards a batch of n runs as: about SHARD_SAMPLES samples each (never
-    fewer than MIN_ROWS samples, where a static synapse would see too few rows)."""
-    return max(1, n // max(SHARD_SAMPLES, MIN_ROWS))
+def shards_for(n: int, threads: int = 1) -> int:
+    """How many sample shards a batch of n runs as: about SHARD_SAMPLES samples each, a multiple
+    of ``threads`` (even work per thread) where possible, never fewer than MIN_ROWS samples each
+    (a static synapse would see too few rows)."""
+    k = max(1, round(n / (SHARD_SAMPLES * threads))) * threads
+    return max(1, min(k, n // MIN_ROWS))
 
 
 def run_lanes(graph: ir.Graph, x: Tensor, delay: int, static: set[str], count: bool, steps: int, snap: set[int],
@@ -123,7 +126,7 @@ def run_lanes(graph: ir.Graph, x: Tensor, delay: int, static: set[str], count: b
     shards run side by side, one intra-op thread each (every value is per sample, so sharding
     changes none; lanes never wait for each other inside a block, where intra-op threads meet at
     every op). ``on_step`` gets the whole batch, in sample order, step after step."""
-    shards = x.tensor_split(shards_for(x.shape[0]))
+    shards = x.tensor_split(shards_for(x.shape[0], threads))
     tb = block_steps(graph, static, shards[0].shape[0])
     before = torch.get_num_threads()
     pool = ThreadPoolExecutor(threads) if threads > 1 and len(shards) > 1 else None
