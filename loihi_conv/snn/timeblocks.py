@@ -1,11 +1,14 @@
-"""Time-blocked engine of the float SNN simulator: the same arithmetic as the per-step engine
-(``simulate.StepRun``), reordered so most of it runs in few large torch calls.
+"""Time-blocked engine of the float SNN simulator (``simulate(engine="block")``, the default):
+the same arithmetic as the per-step reference (``engine="step"``), reordered so most of it runs
+in few, cache-sized torch calls.
 
 The network is a DAG whose only memory is in neurons, stateful max-pools and the readout, so a
 block of ``tb`` steps can be run node by node instead of step by step:
 
+* a batch runs as sample shards (``shards_for``; every value is per sample), side by side on
+  torch's threads with one intra-op thread each (``run_lanes``), block by block;
 * a synapse path node (Conv2d, Linear, pool, Flatten, Add, ...) whose inputs are known for the
-  whole block runs once over the (tb * N) stacked steps -- one batched conv instead of tb;
+  whole block runs once over the (tb * shard) stacked steps -- one batched conv instead of tb;
 * a node fed only by the direct input is computed once per batch (twice with delay=1: step 1
   reads the zero delay buffer), as in the per-step engine;
 * a neuron steps its model over the block, sample tile by sample tile, so its state stays in
@@ -16,9 +19,10 @@ block of ``tb`` steps can be run node by node instead of step by step:
 Every op computes the same values as per step (same kernels and summation order), so results
 are bit-identical to ``engine="step"`` -- with one caveat inherited from the BLAS/oneDNN
 libraries: they choose kernels by batch size, and at a handful of rows (1 for conv, < ~14 for
-a Linear) a different kernel may round differently. A batch of N samples runs its synapses on
-tb * N rows here and N rows per step there, so bit-identity holds whenever N is not tiny
-(tests/test_simulate_fast.py checks it); otherwise the two agree to float rounding.
+a Linear) a different kernel may round differently. No synapse call here gets fewer than
+MIN_ROWS rows (or the batch, when smaller), so bit-identity holds whenever the per-step engine's
+batch has at least MIN_ROWS samples (tests/test_simulate_fast.py); otherwise the two agree to
+float rounding, as two batch sizes of the per-step engine do.
 """
 from __future__ import annotations
 
