@@ -11,7 +11,7 @@ import torch
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.frontend import ir, ops
 from loihi_conv.snn import timeblocks
-from loihi_conv.snn.simulate import simulate
+from loihi_conv.snn.simulate import simulate, to_device
 
 pytestmark = pytest.mark.usefixtures("one_thread", "seeded")  # fixtures in conftest.py
 
@@ -126,6 +126,9 @@ def test_device_cpu_runs_and_cuda_is_guarded():
     graph = random_graph("if-soft", "mli", "potential", 0)
     x = torch.rand(4, 2, 8, 8)
     _same(simulate(graph, x, (6,)), simulate(graph, x, (6,), device="cpu"))
+    moved = to_device(graph, torch.device("cpu"))  # what a cuda run simulates: a copy, tensors moved
+    assert moved is not graph and moved["c1"].weight is not None and moved["n1"].params == graph["n1"].params
+    _same(simulate(graph, x, (6,)), simulate(moved, x, (6,)))
     if not torch.cuda.is_available():
         with pytest.raises(LoihiConvError, match="no CUDA GPU"):
             simulate(graph, x, (6,), device="cuda")
