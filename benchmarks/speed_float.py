@@ -6,7 +6,8 @@ Fashion-MNIST test images and 2 torch threads each; plus 256 plain ANN forward p
 
 SpikingJelly runs in its own venv (``SJ_PYTHON``, default /work/side-venv-sj/bin/python; made by
 benchmarks/setup_side_venv_sj.sh) through benchmarks/sj_float_sim.py; weights and images go
-through a temporary .pt/.npz. Writes benchmarks/results/speed_float.{json,md}; ``run(quick)``
+through a temporary .pt/.npz. Writes benchmarks/results/speed_float.{json,md} (``--quick``: 100
+images, T 8 and 32, into speed_float_quick.*); ``run(quick)``
 returns {"rows", "markdown"} for benchmarks/results/speed.md. Each time is one run: the machine
 is shared, so the load average is reported next to the numbers.
 """
@@ -137,10 +138,12 @@ def run(quick: bool = False) -> dict:
 
 
 def main() -> None:
-    out = run(quick="--quick" in sys.argv[1:])
+    quick = "--quick" in sys.argv[1:]
+    out = run(quick=quick)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed_float.json").write_text(json.dumps({k: v for k, v in out.items() if k != "markdown"}, indent=1))
-    (RESULTS / "speed_float.md").write_text(out["markdown"])
+    name = "speed_float_quick" if quick else "speed_float"  # a smoke run never overwrites the numbers
+    (RESULTS / f"{name}.json").write_text(json.dumps({k: v for k, v in out.items() if k != "markdown"}, indent=1))
+    (RESULTS / f"{name}.md").write_text(out["markdown"])
     print(out["markdown"])
 
 
