@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from loihi_conv.base import devices
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.convert.normalize import get_normalizer, to_snn
 from loihi_conv.convert.observe import observe
@@ -121,15 +122,17 @@ def _(graph: ir.Graph, input_shape: tuple[int, ...]) -> ir.Graph:
 
 # ---- convert -------------------------------------------------------------------------------
 def convert(model_or_graph: nn.Module | ir.Graph, calib_data: Tensor | Iterable, recipe: Recipe | None = None,
-            input_shape: tuple[int, ...] | None = None) -> ir.Graph:
+            input_shape: tuple[int, ...] | None = None, device: "str | torch.device | None" = None) -> ir.Graph:
     """Convert a trained ANN into an SNN IR graph (ReLUs -> ``ir.Neuron`` with thresholds).
 
     ``calib_data``: training samples (module doc for the layout); at most ``recipe.calib_size``
     are used. ``input_shape`` (C, H, W) defaults to the calibration samples' shape.
     Returns a new graph; ``graph.meta["recipe"]`` holds ``recipe.to_dict()`` and
-    ``graph.meta["calib_samples"]`` the number of samples observed.
+    ``graph.meta["calib_samples"]`` the number of samples observed. ``device``: where the
+    calibrations that simulate (LCP, ACP) run ("cpu" default, "cuda"; ``base.devices``).
     """
     recipe = (recipe or Recipe()).validate()
+    device = devices.resolve(device)  # a bad name fails before any work
     batches = _nonempty(calibration_stream(calib_data, recipe))
     first = next(batches, None)
     if first is None:
@@ -155,7 +158,7 @@ def convert(model_or_graph: nn.Module | ir.Graph, calib_data: Tensor | Iterable,
     snn = to_snn(graph, thresholds, recipe.neuron_model, v_init=recipe.v_init, params=recipe.neuron_params)
     from loihi_conv.convert.methods import apply_methods  # ClipRound bias, clamping, LCP/ACP (if asked)
 
-    snn = apply_methods(snn, graph, torch.cat(kept) if kept else None, recipe)
+    snn = apply_methods(snn, graph, torch.cat(kept) if kept else None, recipe, device=device)
     snn.meta["recipe"] = recipe.to_dict()
     snn.meta["calib_samples"] = stats.n_samples
     if output_threshold is not None:  # one for all classes (outputs.SpikeCountReadout)

@@ -39,15 +39,18 @@ import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import singledispatch
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
+from loihi_conv.base import devices
 from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.base.registry import lookup
 from loihi_conv.frontend import ir, ops
 from loihi_conv.snn.neurons import NEURON_MODELS, NeuronModel, get_neuron_model
 from loihi_conv.snn.pooling import PoolScheme, get_pooling, scheme_name
 from loihi_conv.snn.readouts import make_readout
+from loihi_conv.snn.timeblocks import run_lanes
 
 Tensor = torch.Tensor
 SOURCES = (ir.Input, ir.Neuron)  # nodes whose output crosses a synapse (delayed with delay=1)
@@ -75,6 +78,19 @@ def static_nodes(graph: ir.Graph) -> set[str]:
                                                  for i in node.inputs):
             static.add(node.name)
     return static
+
+
+def to_device(graph: ir.Graph, dev: torch.device) -> ir.Graph:
+    """A copy of ``graph`` whose tensors (weights, thresholds, per-neuron params) live on ``dev``."""
+    def move(value):
+        return value.to(dev) if isinstance(value, Tensor) else value
+    out = ir.Graph({}, graph.output, dict(graph.meta))
+    for node in graph:
+        changes = {f: move(getattr(node, f)) for f in vars(node) if isinstance(getattr(node, f), Tensor)}
+        if isinstance(node, ir.Neuron):
+            changes["params"] = {k: move(v) for k, v in node.params.items()}
+        out.nodes[node.name] = ir.clone_node(node, **changes)
+    return out
 
 
 # ---- result --------------------------------------------------------------------------------
@@ -235,6 +251,35 @@ def _(node: ir.Neuron, run: _Run) -> Tensor:
     return torch.mul(spikes, state["theta"], out=out)
 
 
+# ---- engines: one batch, every step in order -------------------------------------------------
+ENGINES: dict[str, Callable] = {}
+
+
+def _engine(name: str) -> Callable[[Callable], Callable]:
+    def deco(fn: Callable) -> Callable:
+        ENGINES[name] = fn
+        return fn
+    return deco
+
+
+@_engine("step")
+def _run_steps(graph: ir.Graph, x: Tensor, delay: int, static: set[str], steps: int, snap: set[int],
+               count: bool, on_step: Callable) -> None:
+    """The reference: every node evaluated once per step (what ``engine="block"`` must equal)."""
+    run = _Run(graph, x, delay, static)
+    for t in range(1, steps + 1):
+        run.step()
+        on_step(t, run.values[graph.output], run.counts if (count and t in snap) else None)
+
+
+@_engine("block")
+def _run_blocks(graph: ir.Graph, x: Tensor, delay: int, static: set[str], steps: int, snap: set[int],
+                count: bool, on_step: Callable) -> None:
+    """Default: blocks of steps, node by node, sample shards side by side on torch's threads
+    (``loihi_conv.snn.timeblocks``)."""
+    run_lanes(graph, x, delay, static, count, steps, snap, on_step, torch.get_num_threads())
+
+
 # ---- driver --------------------------------------------------------------------------------
 def _check(graph: ir.Graph, x: Tensor, timesteps: Sequence[int], delay: int, record) -> tuple[tuple[int, ...], str]:
     relus = [n.name for n in graph.of_type(ir.ReLU)]
@@ -282,7 +327,8 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 def simulate(graph: ir.Graph, x: Tensor, timesteps: Sequence[int], delay: int = 1,
-             record: bool | str = True, batch_size: int = 500, num_threads: int | None = None) -> SimResult:
+             record: bool | str = True, batch_size: int = 500, num_threads: int | None = None,
+             device: "str | torch.device | None" = None, engine: str = "block") -> SimResult:
     """Simulate the SNN ``graph`` on inputs ``x`` (N, *input shape) for every readout window in
     ``timesteps`` in one pass of ``max(T) + depth`` steps (delay=1) or ``max(T)`` steps (delay=0).
 
@@ -290,13 +336,17 @@ def simulate(graph: ir.Graph, x: Tensor, timesteps: Sequence[int], delay: int = 
     (N, C, H, W), False only the output. Samples are processed ``batch_size`` at a time.
     ``num_threads`` sets torch's intra-op threads for the call only (None: leave as is); on a
     shared, oversubscribed machine 1 thread can be several times faster than 2.
+    ``device``: where the torch work runs (``base.devices``: "cpu", the default, or "cuda");
+    results come back on the CPU. ``engine``: "block" (default, time-blocked,
+    ``loihi_conv.snn.timeblocks``) or "step" (the per-step reference it equals).
     """
+    dev = devices.resolve(device)
     with _threads(num_threads), torch.no_grad():
-        return _simulate(graph, x, timesteps, delay, record, batch_size)
+        return _simulate(graph, x, timesteps, delay, record, batch_size, dev, engine)
 
 
 def _simulate(graph: ir.Graph, x: Tensor, timesteps: Sequence[int], delay: int, record: bool | str,
-              batch_size: int) -> SimResult:
+              batch_size: int, dev: torch.device = torch.device("cpu"), engine: str = "block") -> SimResult:
     ts, mode = _check(graph, x, timesteps, delay, record)
     if not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
         raise LoihiConvError(f"batch_size={batch_size!r} must be a positive integer", "use e.g. batch_size=500")
@@ -304,6 +354,8 @@ def _simulate(graph: ir.Graph, x: Tensor, timesteps: Sequence[int], delay: int, 
         graph = ops.infer_shapes(graph.copy())
     lv = levels(graph)
     neurons = graph.of_type(ir.Neuron)
+    if dev.type != "cpu":
+        graph = to_device(graph, dev)
     result = SimResult(ts, delay, lv[graph.output], mode,
                        levels={n.name: lv[n.name] for n in neurons},
                        thresholds={n.name: n.threshold.float() for n in neurons},
@@ -314,20 +366,22 @@ def _simulate(graph: ir.Graph, x: Tensor, timesteps: Sequence[int], delay: int, 
     outs: dict[int, list[Tensor]] = {T: [] for T in ts}
     counts: dict[int, dict[str, list[Tensor]]] = {T: {n.name: [] for n in neurons} for T in ts}
     x = x if x.is_floating_point() else x.float()
+    run_batch = lookup(ENGINES, engine, "simulator engine")
     for start in range(0, x.shape[0], batch_size):
-        run = _Run(graph, x[start:start + batch_size], delay, static)
-        acc = None  # the readout's state
-        for t in range(1, result.steps_run + 1):
-            run.step()
-            out = run.values[graph.output]
-            acc = readout.init_state(out) if acc is None else acc
-            readout.step(acc, out)
+        batch = x[start:start + batch_size].to(dev)
+        acc = [None]  # the readout's state
+
+        def on_step(t: int, out: Tensor, cnt: dict[str, Tensor] | None) -> None:
+            acc[0] = readout.init_state(out) if acc[0] is None else acc[0]
+            readout.step(acc[0], out)
             if t in snap:
                 T = snap[t]
-                outs[T].append(readout.scores(acc))
+                outs[T].append(readout.scores(acc[0]).cpu())
                 if mode != "none":
-                    for name, c in run.counts.items():
-                        counts[T][name].append(_reduce(c, mode).clone())
+                    for name, c in cnt.items():
+                        counts[T][name].append(_reduce(c, mode).cpu().clone())
+
+        run_batch(graph, batch, delay, static, result.steps_run, set(snap), mode != "none", on_step)
     result.output = {T: torch.cat(v) for T, v in outs.items()}
     if mode != "none":
         result.counts = {T: {name: torch.cat(v) for name, v in d.items()} for T, d in counts.items()}

@@ -22,10 +22,11 @@ METHOD_KNOBS: Knobs = {
 }
 
 
-def apply_methods(snn: ir.Graph, ann: ir.Graph, x: torch.Tensor | None, recipe) -> ir.Graph:
+def apply_methods(snn: ir.Graph, ann: ir.Graph, x: torch.Tensor | None, recipe, device=None) -> ir.Graph:
     """Apply the recipe's methods to the freshly normalized ``snn`` (ANN graph ``ann``,
     calibration samples x (N, *input shape) for the simulated calibrations: LCP and the ACP
-    potential use the first ``calib_sim_size``, the ACP weights up to ``calib_size``)."""
+    potential use the first ``calib_sim_size``, the ACP weights up to ``calib_size``); LCP/ACP
+    simulate on ``device`` (``base.devices``, default cpu)."""
     T = recipe.calib_timesteps
     snn = snn.copy()
     snn.meta["recipe"] = recipe.to_dict()  # the simulations below honour e.g. its max_pool scheme
@@ -38,5 +39,6 @@ def apply_methods(snn: ir.Graph, ann: ir.Graph, x: torch.Tensor | None, recipe) 
                if recipe.acp_weights else None)
     if methods or weights:
         snn = calibrate(snn, ann, x[:recipe.calib_sim_size], T, methods, delay=recipe.delay,
-                        granularity=recipe.acp_granularity, weights=weights, x_weights=x[:recipe.calib_size])
+                        granularity=recipe.acp_granularity, weights=weights, x_weights=x[:recipe.calib_size],
+                        device=device)
     return snn

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from loihi_conv.base import devices
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.frontend import ir, ops
 from loihi_conv.snn.neurons import NEURON_MODELS, channel_view, has_count_curve
@@ -110,12 +111,13 @@ def _ann_activation(ann: ir.Graph, x: Tensor, name: str, batch_size: int = 256) 
     return torch.cat([ops.forward(sub, xb) for xb in x.split(batch_size)])
 
 
-def layer_errors(snn: ir.Graph, ann: ir.Graph, x: Tensor, T: int, delay: int, name: str) -> tuple[Tensor, int]:
+def layer_errors(snn: ir.Graph, ann: ir.Graph, x: Tensor, T: int, delay: int, name: str,
+                 device: "str | torch.device | None" = None) -> tuple[Tensor, int]:
     """Conversion error ``e = x_ANN - s_SNN`` of Neuron ``name`` on inputs x, (N, *neuron shape),
     with ``s_SNN`` = spike count * threshold / window (the window: the steps on which the
     population received input, T without delay); also returns that window."""
     T_sub = _sub_T(snn, name, T, delay)
-    res = simulate(upstream(snn, name), x, [T_sub], delay=delay, record="neuron")
+    res = simulate(upstream(snn, name), x, [T_sub], delay=delay, record="neuron", device=device)
     return _ann_activation(ann, x, name) - res.activations(T_sub)[name], res.window(T_sub, name)
 
 
@@ -190,7 +192,7 @@ def _initial_potential(node: ir.Neuron) -> Tensor:
 
 
 def cache_layer(snn: ir.Graph, ann: ir.Graph, x: Tensor, T: int, delay: int, name: str,
-                batch_size: int = 256) -> LayerCache:
+                batch_size: int = 256, device: "str | torch.device | None" = None) -> LayerCache:
     """Calibration paper §4.4 (WC): simulate the (already partly calibrated) SNN up to Neuron
     ``name`` on x (N, *input shape) for T and store the mean input its synapse receives, the
     ANN target and the charge the weights do not set (``LayerCache``)."""
@@ -200,13 +202,13 @@ def cache_layer(snn: ir.Graph, ann: ir.Graph, x: Tensor, T: int, delay: int, nam
     steps = T + lv[snn.output] * delay
     T_sub = _sub_T(snn, syn.name, T, delay)
     run = simulate(upstream(snn, syn.inputs[0], tap="__weights_input__"), x, [T_sub], delay=delay,
-                   record=False, batch_size=batch_size)
+                   record=False, batch_size=batch_size, device=device)
     inputs = run.output[T_sub].reshape((x.shape[0],) + tuple(snn[syn.inputs[0]].shape)) / steps
     rest = _initial_potential(node)
     if node.inputs[0] != syn.name:  # fed by an Add: the other branches' charge is fixed here
         T_add = _sub_T(snn, node.inputs[0], T, delay)
         run = simulate(upstream(snn, node.inputs[0], tap="__weights_current__"), x, [T_add], delay=delay,
-                       record=False, batch_size=batch_size)
+                       record=False, batch_size=batch_size, device=device)
         total = run.output[T_add].reshape((x.shape[0],) + tuple(node.shape))
         rest = rest + total - steps * torch.cat([ops.apply(syn, b) for b in inputs.split(batch_size)])
     return LayerCache(inputs, _ann_activation(ann, x, name, batch_size), rest, steps,
@@ -233,16 +235,22 @@ def layer_rates(syn: ir.Conv2d | ir.Linear, node: ir.Neuron, inputs: Tensor, res
     return NEURON_MODELS[node.model].count_curve(node, charge / theta, window) * theta / window
 
 
-def calibrate_weights(snn: ir.Graph, node: ir.Neuron, cache: LayerCache, opt: WeightCalibration) -> tuple[float, float]:
+def calibrate_weights(snn: ir.Graph, node: ir.Neuron, cache: LayerCache, opt: WeightCalibration,
+                      device: "str | torch.device | None" = None) -> tuple[float, float]:
     """In place: calibration paper eq. (23), ``min_W ||x_ANN - ClipRound(W s)||^2`` over the
     cached layer inputs by Adam with cosine learning-rate decay (§5.1), mini-batches of
     ``opt.batch_size``. Only the feeding synapse's weight changes. Returns the MSE over the whole
     cache before and after; weights that did not lower it are discarded (the STE objective is
-    noisy, and a calibration must never make the layer worse on its own data)."""
+    noisy, and a calibration must never make the layer worse on its own data). ``device``: where
+    the fit runs (``base.devices``; the calibrated weight comes back to the graph's device)."""
     _check_soft_reset(node)
+    dev = devices.resolve(device)
     syn = feeding_synapse(snn, node)
-    weight = syn.weight.detach().clone().float().requires_grad_(True)
-    trial = ir.clone_node(syn, weight=weight)
+    weight = syn.weight.detach().clone().float().to(dev).requires_grad_(True)
+    trial = ir.clone_node(syn, weight=weight, bias=None if syn.bias is None else syn.bias.to(dev))
+    if dev.type != "cpu":
+        node = ir.clone_node(node, threshold=node.threshold.to(dev))
+        cache = LayerCache(cache.inputs.to(dev), cache.target.to(dev), cache.rest.to(dev), cache.steps, cache.window)
     n = cache.inputs.shape[0]
 
     def loss(idx: Tensor | slice) -> Tensor:
@@ -257,25 +265,27 @@ def calibrate_weights(snn: ir.Graph, node: ir.Neuron, cache: LayerCache, opt: We
     gen = torch.Generator().manual_seed(opt.seed)
     for _ in range(opt.iterations):
         adam.zero_grad(set_to_none=True)
-        loss(torch.randperm(n, generator=gen)[:opt.batch_size]).backward()
+        loss(torch.randperm(n, generator=gen)[:opt.batch_size].to(dev)).backward()
         adam.step()
         decay.step()
     with torch.no_grad():
         after = float(loss(slice(None)))
     if after < before:
-        snn.replace(syn.name, ir.clone_node(syn, weight=weight.detach().to(syn.weight.dtype)))
+        snn.replace(syn.name, ir.clone_node(syn, weight=weight.detach().to(syn.weight.device, syn.weight.dtype)))
     return before, min(before, after)
 
 
 def calibrate(snn: ir.Graph, ann: ir.Graph, x: Tensor, T: int, methods: tuple[str, ...] = ("lcp",),
               delay: int = 1, granularity: str = "neuron", weights: WeightCalibration | None = None,
-              x_weights: Tensor | None = None) -> ir.Graph:
+              x_weights: Tensor | None = None, device: "str | torch.device | None" = None) -> ir.Graph:
     """Calibration paper Algorithm 2, layer by layer from the input: for every Neuron, simulate
     the (already partly calibrated) SNN on the batch x (N, *input shape) for T, compute
     ``e = x_ANN - s_SNN`` and apply each of ``methods`` ("lcp": bias, eq. 20; "acp": potential,
     eq. 22), re-measuring e before each; then, with ``weights``, calibrate the weights feeding
     it (eq. 23) on ``x_weights`` (default x). ``ann`` is the float ANN graph (ReLUs) the SNN
-    came from."""
+    came from. ``device``: where the simulations and the weight fits run ("cpu" default, "cuda";
+    ``base.devices``); the returned graph stays on the CPU."""
+    device = devices.resolve(device)
     unknown = [m for m in methods if m not in CALIBRATIONS]
     if unknown:
         raise LoihiConvError(f"unknown calibration(s) {unknown}", f"use: {', '.join(CALIBRATIONS)}")
@@ -284,9 +294,9 @@ def calibrate(snn: ir.Graph, ann: ir.Graph, x: Tensor, T: int, methods: tuple[st
         _check_soft_reset(node)  # before any long simulation
     for name in [n.name for n in snn.of_type(ir.Neuron)]:
         for m in methods:
-            e, window = layer_errors(snn, ann, x, T, delay, name)
+            e, window = layer_errors(snn, ann, x, T, delay, name, device=device)
             CALIBRATIONS[m](snn, snn[name], e, window, granularity)
         if weights is not None:
-            cache = cache_layer(snn, ann, x if x_weights is None else x_weights, T, delay, name)
-            calibrate_weights(snn, snn[name], cache, weights)
+            cache = cache_layer(snn, ann, x if x_weights is None else x_weights, T, delay, name, device=device)
+            calibrate_weights(snn, snn[name], cache, weights, device=device)
     return snn
