@@ -23,6 +23,7 @@ from loihi_conv.fixed.decode import readout_state
 from loihi_conv.fixed.qir import QNetwork
 
 from .arith import I32_MAX, I32_MIN, abs_bound, wrap32, zeros
+from .fused import flat, fused_for
 from .neurons import make_neuron
 from .synapses import INT8_SRC_MAX, make_synapse, scratch
 
@@ -376,6 +377,7 @@ class _Recorder:
 TRAIN_BYTES = 2 ** 28  # bound on one block's int32 message/input train per chunk
 SLICE_ELEMS = 2 ** 17  # neurons per elementwise op and thread: states stay in L2 across steps
 BLOCK_BYTES = 2 ** 22  # int32 synapse output per time block: read back from cache, not DRAM
+FUSED = True  # neuron recurrences through emulate.fused kernels where they apply
 COUNT_FLUSH = 255  # uint8 message counts are added into int64 at least this often
 
 
@@ -530,6 +532,13 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
     # widening ones), flushed to int64 before it can wrap.
     count8 = zeros(batch, node.shape, torch.uint8)
     counts = rec.count_rows(node.name)
+    if FUSED and not rec.records(node.name):
+        runner = make_neuron(block.neuron, block)
+        runner.reset(batch, node.a_bound, bias)
+        fused = fused_for(runner, node.shape)
+        if fused is not None:
+            _run_fused(fused, runner, inputs, train, counts, batch)
+            return train
     slices = []
     for lo in range(0, batch, step):
         hi = min(lo + step, batch)
@@ -551,3 +560,17 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
                     rec.record_states(node.name, t, lo, hi, runner)
     counts += count8.numpy()
     return train
+
+
+def _run_fused(fused, runner, inputs, train: torch.Tensor, counts: np.ndarray, batch: int) -> None:
+    """_run_neuron's loop through a fused kernel (whole batch, whole time blocks); the steps a
+    kernel leaves (a SigmaDelta that must widen to int64) go through the runner."""
+    msgs = flat(train).reshape(-1, train[:batch].numel())  # (steps, B * P)
+    count = zeros(batch, tuple(train.shape[1:]), torch.int32)
+    for t0, t1, a_in in inputs:
+        done = fused.run(a_in, msgs[t0:t1], flat(count))
+        for t in range(t0 + done, t1):
+            msg = runner.step(a_in[t - t0])
+            train[t * batch:(t + 1) * batch] = msg
+            count.add_(msg if msg.dtype == torch.uint8 else (msg != 0).to(torch.int32))
+    counts += count.numpy()
