@@ -21,7 +21,6 @@ import torch
 from numba import njit, prange
 
 from loihi_conv.base.limits import DECAY_ONE, STATE_MAX
-
 from loihi_conv.fixed.softif_modes import DEFAULT_MODE
 
 from .neurons import DeltaRunner, Lif, SigmaDeltaRunner, SoftIFRunner
