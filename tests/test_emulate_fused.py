@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from loihi_conv.emulate import emulate, engine
+from loihi_conv.emulate import emulate, fused
 from loihi_conv.emulate.fused import fused_for, segments
 from loihi_conv.emulate.neurons import make_neuron
 from loihi_conv.fixed import qir
@@ -64,16 +64,16 @@ def test_fused_equals_torch_runners_and_reference(one_thread, monkeypatch, kind,
     x = rng.integers(0, 40, (5, t_in, 2, 9, 9))
     if t_in == 1:
         x = x[:, 0]
-    fused = emulate(q, x, 14)
-    monkeypatch.setattr(engine, "FUSED", False)
-    _same(fused, emulate(q, x, 14))
-    assert all(fused.spike_counts[k].sum() > 0 for k in ("a", "b", "c"))
+    got = emulate(q, x, 14)
+    monkeypatch.setattr(fused, "ENABLED", False)
+    _same(got, emulate(q, x, 14))
+    assert all(got.spike_counts[k].sum() > 0 for k in ("a", "b", "c"))
     xs = x if t_in > 1 else x[:, None]
     for n in range(len(xs)):  # against the numpy Lava reference, not only the torch runners
         ref = _ref.reference(q, xs[n], 14, "a_in")
-        assert np.array_equal(fused.output[n], ref[q.output.name]["s"])
+        assert np.array_equal(got.output[n], ref[q.output.name]["s"])
         for k in ("a", "b", "c"):
-            assert np.array_equal(fused.spike_counts[k][n], (ref[k]["s"] != 0).sum(axis=0))
+            assert np.array_equal(got.spike_counts[k][n], (ref[k]["s"] != 0).sum(axis=0))
 
 
 def test_fused_is_used_where_it_applies():
@@ -105,9 +105,9 @@ def test_sigma_delta_widens_mid_block_and_stays_exact(one_thread, monkeypatch):
     runner = make_neuron(block.neuron, block)
     runner.reset(4, 8 * 128 * 2 ** 17)
     assert runner.fast and not runner._safe(30 * runner.a_bound)  # widens within 30 steps
-    fused = emulate(q, x, 30)
-    monkeypatch.setattr(engine, "FUSED", False)
-    _same(fused, emulate(q, x, 30))
+    got = emulate(q, x, 30)
+    monkeypatch.setattr(fused, "ENABLED", False)
+    _same(got, emulate(q, x, 30))
 
 
 def test_segments_views_without_copies():
@@ -121,3 +121,31 @@ def test_segments_views_without_copies():
         for a, b, arr in got:
             assert np.array_equal(arr, np.stack([s.reshape(-1).numpy() for s in steps[a:b]]))
     assert np.shares_memory(list(segments(rows, torch.contiguous_format))[0][2], buf.numpy())
+
+
+@pytest.mark.parametrize("pool, graded", [(qir.SpikePool("mli", (3, 3), (2, 2), (1, 1)), False),
+                                          (qir.SpikePool("mli", (3, 3), (2, 2), (0, 0), True), False),
+                                          (qir.SpikePool("mli", (2, 2), (2, 2)), True)])
+def test_fused_mli_pool_equals_torch_stage(one_thread, monkeypatch, pool, graded):
+    """The MLI max-pool stage's kernel (padding, ceil mode, graded signed payloads) equals the
+    torch stage step by step; the pooled block's messages and counts are compared."""
+    rng = np.random.default_rng(9)
+    src = (qir.SoftIF(vth=rng.integers(10, 40, 4), mode="if-buffered", max_units=2) if graded
+           else qir.SoftIF(vth=rng.integers(10, 40, 4)))
+    shape = pool.out_shape((4, 7, 7))
+    q = qir.QNetwork([
+        qir.Block("in", (2, 9, 9)),
+        qir.Block("a", (4, 7, 7), [qir.ConvSyn("in", rng.integers(-60, 61, (4, 2, 3, 3)))], neuron=src,
+                  bias=rng.integers(-5, 30, 4)),
+        qir.Block("b", (3, *shape[1:]), [qir.ConvSyn("a", rng.integers(-90, 91, (3, 4, 1, 1)), pool=pool)],
+                  neuron=qir.SoftIF(vth=rng.integers(5, 30, 3))),
+        qir.Block("out", (2,), [qir.DenseSyn("b", rng.integers(-50, 50, (2, 3 * shape[1] * shape[2])))],
+                  neuron=qir.Readout()),
+    ])
+    x = rng.integers(0, 40, (3, 2, 2, 9, 9))
+    got = emulate(q, x, 12, record=["b"])
+    monkeypatch.setattr(fused, "ENABLED", False)
+    want = emulate(q, x, 12, record=["b"])
+    _same(got, want)
+    assert np.array_equal(got.states["b"]["v"], want.states["b"]["v"])
+    assert got.spike_counts["b"].sum() > 0

@@ -22,6 +22,7 @@ from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.fixed.decode import readout_state
 from loihi_conv.fixed.qir import QNetwork
 
+from . import fused
 from .arith import I32_MAX, I32_MIN, abs_bound, wrap32, zeros
 from .fused import flat, fused_for
 from .neurons import make_neuron
@@ -377,7 +378,6 @@ class _Recorder:
 TRAIN_BYTES = 2 ** 28  # bound on one block's int32 message/input train per chunk
 SLICE_ELEMS = 2 ** 17  # neurons per elementwise op and thread: states stay in L2 across steps
 BLOCK_BYTES = 2 ** 22  # int32 synapse output per time block: read back from cache, not DRAM
-FUSED = True  # neuron recurrences through emulate.fused kernels where they apply
 COUNT_FLUSH = 255  # uint8 message counts are added into int64 at least this often
 
 
@@ -503,13 +503,22 @@ def _neuron_inputs(em: Emulator, node: _Node, trains, steps: int, batch: int):
     feeds = [syn.feed(*trains[src], batch) for syn, src in node.synapses]
     tb = _block_steps(node, feeds, steps, batch)
     memos = [{} for _ in feeds]
+    sums: dict = {}
     for t0 in range(0, steps, tb):
         t1 = min(t0 + tb, steps)
         per_syn = [_synapse_inputs(*feed, t0, t1, batch, memo) for feed, memo in zip(feeds, memos)]
         if len(per_syn) == 1:
             yield t0, t1, per_syn[0]
         elif node.a_bound <= I32_MAX:
-            yield t0, t1, [reduce(torch.add, parts) for parts in zip(*per_syn)]
+            # Summed into consecutive rows of one buffer: the fused kernels read a block of
+            # steps as one strided view (fused.segments), and nothing is allocated per step.
+            buf = scratch(sums, 0, ((t1 - t0) * batch, *node.shape), torch.int32)
+            rows = [_rows(buf, k, batch) for k in range(t1 - t0)]
+            for row, parts in zip(rows, zip(*per_syn)):
+                torch.add(parts[0], parts[1], out=row)
+                for p in parts[2:]:
+                    row.add_(p)
+            yield t0, t1, rows
         else:
             yield t0, t1, [wrap32(reduce(torch.add, (p.to(torch.int64) for p in parts)))
                            .to(torch.int32) for parts in zip(*per_syn)]
@@ -532,12 +541,12 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
     # widening ones), flushed to int64 before it can wrap.
     count8 = zeros(batch, node.shape, torch.uint8)
     counts = rec.count_rows(node.name)
-    if FUSED and not rec.records(node.name):
+    if fused.ENABLED and not rec.records(node.name):
         runner = make_neuron(block.neuron, block)
         runner.reset(batch, node.a_bound, bias)
-        fused = fused_for(runner, node.shape)
-        if fused is not None:
-            _run_fused(fused, runner, inputs, train, counts, batch)
+        kernel = fused_for(runner, node.shape)
+        if kernel is not None:
+            _run_fused(kernel, runner, inputs, train, counts, batch)
             return train
     slices = []
     for lo in range(0, batch, step):
@@ -562,13 +571,13 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
     return train
 
 
-def _run_fused(fused, runner, inputs, train: torch.Tensor, counts: np.ndarray, batch: int) -> None:
+def _run_fused(kernel, runner, inputs, train: torch.Tensor, counts: np.ndarray, batch: int) -> None:
     """_run_neuron's loop through a fused kernel (whole batch, whole time blocks); the steps a
     kernel leaves (a SigmaDelta that must widen to int64) go through the runner."""
     msgs = flat(train).reshape(-1, train[:batch].numel())  # (steps, B * P)
     count = zeros(batch, tuple(train.shape[1:]), torch.int32)
     for t0, t1, a_in in inputs:
-        done = fused.run(a_in, msgs[t0:t1], flat(count))
+        done = kernel.run(a_in, msgs[t0:t1], flat(count))
         for t in range(t0 + done, t1):
             msg = runner.step(a_in[t - t0])
             train[t * batch:(t + 1) * batch] = msg

@@ -25,14 +25,15 @@ from loihi_conv.fixed.softif_modes import DEFAULT_MODE
 
 from .neurons import DeltaRunner, Lif, SigmaDeltaRunner, SoftIFRunner
 
+ENABLED = True  # off: every recurrence through the torch runners (the identity tests' reference)
 UV = STATE_MAX + 1
 DECAY_SHIFT = DECAY_ONE.bit_length() - 1  # trunc(p / 4096) = sign(p) * (|p| >> 12)
 A_SHIFT = 6  # a << 6 (Lava's LIF/SoftIF input scaling, as in neurons.py)
 TILE = 2048  # neurons of one sample per inner loop: their states stay in L1 across the steps
+PARALLEL_MIN = 2 ** 17  # neuron-steps per call below which one thread is faster (no wake-up of the pool)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _softif(a, v, vth, bias, out, counts):
+def _softif_py(a, v, vth, bias, out, counts):
     """SoftIF 'if-soft': v += a << 6 (+ bias); clip to 24 bits; s = v >= vth; v -= s * vth."""
     nt, m = a.shape
     p = vth.shape[0]
@@ -61,8 +62,7 @@ def _decay(x, d):
     return -((-q) >> DECAY_SHIFT) if q < 0 else q >> DECAY_SHIFT
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _lif(a, u, v, vth, bias, i_decay, v_decay, wrap_u, out, counts):
+def _lif_py(a, u, v, vth, bias, i_decay, v_decay, wrap_u, out, counts):
     """Lava LIF on its overflow-free path (neurons.Lif._step_int32)."""
     nt, m = a.shape
     p = vth.shape[0]
@@ -88,8 +88,7 @@ def _lif(a, u, v, vth, bias, i_decay, v_decay, wrap_u, out, counts):
                     counts[i] += s
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _sigma_delta(a, sigma, act, residue, bias, vth, exp, state_exp, sigma_mode, out, counts):
+def _sigma_delta_py(a, sigma, act, residue, bias, vth, exp, state_exp, sigma_mode, out, counts):
     """SigmaDelta (sigma_mode: sigma += a, act_new = relu(sigma + bias)) or Delta (act_new =
     a << exp), then delta encoding (neurons.DeltaEncoder.encode32)."""
     nt, m = a.shape
@@ -113,6 +112,19 @@ def _sigma_delta(a, sigma, act, residue, bias, vth, exp, state_exp, sigma_mode, 
                     msg = s >> state_exp
                     out[t, i] = msg
                     counts[i] += 1 if msg != 0 else 0
+
+
+def _pair(fn):
+    """(parallel, serial) compilations of one kernel."""
+    return (njit(parallel=True, cache=True, nogil=True)(fn), njit(cache=True, nogil=True)(fn))
+
+
+KERNELS = {"softif": _pair(_softif_py), "lif": _pair(_lif_py), "sigma_delta": _pair(_sigma_delta_py)}
+
+
+def kernel(name: str, a: np.ndarray):
+    """The parallel kernel for big calls, the serial one for small ones."""
+    return KERNELS[name][0 if a.size >= PARALLEL_MIN else 1]
 
 
 def flat(x: torch.Tensor) -> np.ndarray:
@@ -195,7 +207,7 @@ class FusedSoftIF(Fused):
     def run(self, a_in, out, counts):
         self.prepare()
         for t0, t1, a in segments(a_in, self.fmt):
-            _softif(a, self.v, self.vth, self.bias, out[t0:t1], counts)
+            kernel("softif", a)(a, self.v, self.vth, self.bias, out[t0:t1], counts)
         return len(a_in)
 
 
@@ -211,7 +223,7 @@ class FusedLif(Fused):
         r = self.runner
         self.prepare()
         for t0, t1, a in segments(a_in, self.fmt):
-            _lif(a, self.u, self.v, self.vth, self.bias, r.i_decay, r.v_decay, bool(r.wrap_u), out[t0:t1],
+            kernel("lif", a)(a, self.u, self.v, self.vth, self.bias, r.i_decay, r.v_decay, bool(r.wrap_u), out[t0:t1],
                  counts)
         return len(a_in)
 
@@ -240,7 +252,7 @@ class FusedSigmaDelta(Fused):
             self.prepare()  # the torch path swaps act with a scratch buffer: take the live ones
             # act swaps with the runner's scratch each torch step; here it is updated in place
             for t0, t1, a in segments(a_in[:n], self.fmt):
-                _sigma_delta(a, self.sigma, self.act, self.residue, self.bias, int(r.vth), int(r.exp),
+                kernel("sigma_delta", a)(a, self.sigma, self.act, self.residue, self.bias, int(r.vth), int(r.exp),
                              int(r.state_exp), self.sigma_mode, out[t0:t1], counts)
         return n
 
@@ -268,3 +280,48 @@ def _(runner: Lif, shape):
 @fused_for.register(SigmaDeltaRunner)
 def _(runner, shape):
     return FusedSigmaDelta(runner, shape) if runner.fast else None
+
+
+# ---- MLI spiking max-pool stage (synapses.MLIStage) -------------------------------------------
+@njit(parallel=True, cache=True, nogil=True)
+def _mli(train, frame_of, batch, kernel_hw, stride, padding, out):
+    """Per sample: cum += msg(t); total = maxpool(cum) (windows clipped to the input, as
+    max_pool2d's -inf padding does); out(t) = total - sent; sent = total. train (nf*B, H, W, C),
+    out (steps*B, H', W', C), channels-last memory."""
+    _, h, w, c = train.shape
+    _, ho, wo, _ = out.shape
+    for b in prange(batch):
+        cum = np.zeros((h, w, c), np.int64)
+        sent = np.zeros((ho, wo, c), np.int64)
+        for t in range(frame_of.shape[0]):
+            src = train[frame_of[t] * batch + b]
+            for y in range(h):
+                for x in range(w):
+                    for k in range(c):
+                        cum[y, x, k] += src[y, x, k]
+            dst = out[t * batch + b]
+            for yo in range(ho):
+                y0 = max(yo * stride[0] - padding[0], 0)
+                y1 = min(yo * stride[0] - padding[0] + kernel_hw[0], h)
+                for xo in range(wo):
+                    x0 = max(xo * stride[1] - padding[1], 0)
+                    x1 = min(xo * stride[1] - padding[1] + kernel_hw[1], w)
+                    for k in range(c):
+                        m = cum[y0, x0, k]
+                        for y in range(y0, y1):
+                            for x in range(x0, x1):
+                                m = max(m, cum[y, x, k])
+                        dst[yo, xo, k] = m - sent[yo, xo, k]
+                        sent[yo, xo, k] = m
+
+
+def nhwc(x: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) tensor -> (N, H, W, C) numpy view of its channels-last memory (a copy only
+    when it is not channels-last)."""
+    return x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).numpy()
+
+
+def mli_train(pool, train: torch.Tensor, frame_of: list[int], batch: int, out: torch.Tensor) -> None:
+    """synapses.MLIStage.train in one kernel: ``out`` (steps*B, C, H', W') channels-last."""
+    _mli(nhwc(train), np.asarray(frame_of, np.int64), batch, np.asarray(pool.kernel, np.int64),
+         np.asarray(pool.stride, np.int64), np.asarray(pool.padding, np.int64), nhwc(out))
