@@ -18,6 +18,7 @@ from functools import reduce
 import numpy as np
 import torch
 
+from loihi_conv.base.devices import resolve as on_device
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.fixed.decode import readout_state
 from loihi_conv.fixed.qir import QNetwork
@@ -248,15 +249,21 @@ def _record_names(record, qnet: QNetwork) -> list[str]:
 
 
 def emulate(qnet: QNetwork, x: np.ndarray | torch.Tensor, steps: int, inject: str = "a_in",
-            record: bool | Iterable[str] = False, batch_size: int | None = None
-            ) -> EmulationResult:
+            record: bool | Iterable[str] = False, batch_size: int | None = None,
+            device: "str | torch.device | None" = None) -> EmulationResult:
     """Run ``qnet`` on integer input ``x`` for ``steps`` steps, bit-exact with Lava fixed_pt.
 
     ``x``: (N, T_in, *input_shape) time-varying (step t uses x[:, (t-1) % T_in]) or
     (N, *input_shape) static, PyTorch order. ``inject``: how an input block *with* a neuron
     gets x ('a_in': added to a_in every step; 'bias': its bias_mant). ``record``: True, or block
     names whose per-step states to keep. ``batch_size``: samples per chunk (default 256).
+    ``device``: where to run (``base.devices``; default cpu). Only the CPU is implemented: its
+    exact kernels (oneDNN int8, the fused numba loops) are CPU kernels, so 'cuda' is refused
+    with one clear error rather than run on an untested path (docs/speed.md).
     """
+    if on_device(device).type != "cpu":
+        raise LoihiConvError(f"the emulator has no {device!r} path yet: its exact integer kernels are CPU "
+                             "kernels and no GPU run has checked a CUDA port", "use device='cpu' (the default)")
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise LoihiConvError(f"steps must be a positive int, got {steps!r}", "pass steps >= 1")
     em = Emulator(qnet, inject)
