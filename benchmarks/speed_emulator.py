@@ -84,6 +84,38 @@ def mac_peak(quick: bool) -> list[dict]:
     return rows
 
 
+def _event_driven(s: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
+    """out[m] = sum of the weight rows of m's spikes: the spikes' (row, col) list, then
+    embedding_bag's fused gather-sum (torch's fastest CPU sparse x dense; sparse.mm is ~100x slower)."""
+    counts = s.sum(1, dtype=torch.int64)
+    cols = s.nonzero()[:, 1]
+    offsets = torch.zeros_like(counts)
+    offsets[1:] = counts.cumsum(0)[:-1]
+    return F.embedding_bag(cols, wt, offsets, mode="sum")
+
+
+def sparse_rows(quick: bool) -> list[dict]:
+    """Event-driven accumulation break-even: a dense layer (mnist_cnn's 2048 -> 128) on a spike
+    train of rate r, as the emulator does it (oneDNN u8 x s8 GEMM, all MACs) vs event-driven
+    (the spikes' indices, then a float32 gather-sum of their weight rows: only the spikes' MACs;
+    finding the spikes is counted, since the trains are dense)."""
+    torch.manual_seed(0)
+    m, k, n = (4096 if quick else 16384), 2048, 128
+    q = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    packed = torch.ops.onednn.qlinear_prepack(q, None)
+    scale, zp = torch.ones(n), torch.zeros(n, dtype=torch.int64)
+    wt = q.t().float().contiguous()
+    rows = []
+    for r in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2):
+        s = (torch.rand(m, k) < r).to(torch.uint8)
+        dense = _best(lambda: torch.ops.onednn.qlinear_pointwise(
+            s, 1.0, 0, packed, scale, zp, None, 1.0, 0, torch.float32, "none", [], ""), 2)
+        sparse = _best(lambda: _event_driven(s, wt), 2)
+        rows.append({"section": "sparse", "rate": r, "rows": m, "in": k, "out": n,
+                     "dense_ms": dense * 1e3, "event_ms": sparse * 1e3, "event_speedup": dense / sparse})
+    return rows
+
+
 def macs_per_step(qnet) -> int:
     """Nominal MACs of one step of one sample (module doc)."""
     from loihi_conv.emulate.synapses import conv_output_shape
@@ -214,6 +246,14 @@ def markdown(rows: list[dict], quick: bool, meta: dict) -> str:
             "|---|---|---|---|---|---|"]
     out += [f"| {r['target']} | {r['T']} ({r['steps']}) | {r['batch']} | {r['lava_sample_steps_per_s']:.1f} | "
             f"{r['emulator_sample_steps_per_s']:.0f} | {r['speedup']:.0f}× |" for r in rows if r["section"] == "lava"]
+    sp = [r for r in rows if r["section"] == "sparse"]
+    if sp:
+        out += ["", "### Event-driven accumulation break-even (dense layer 2048→128)", "",
+                f"{sp[0]['rows']} spike vectors; dense = oneDNN u8×s8 GEMM (what the emulator runs), "
+                "event-driven = spike indices (nonzero) + float32 gather-sum of their weight rows (embedding_bag).", "",
+                "| spike rate | dense ms | event-driven ms | event-driven speed-up |", "|---|---|---|---|"]
+        out += [f"| {100 * r['rate']:.1f}% | {r['dense_ms']:.1f} | {r['event_ms']:.1f} | {r['event_speedup']:.2f}× |"
+                for r in sp]
     return "\n".join(out) + "\n"
 
 
@@ -221,7 +261,7 @@ def _load() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava") -> dict:
+def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava,sparse") -> dict:
     from netx_export.lava_env import prepare
     prepare()
     torch.set_num_threads(THREADS)
@@ -236,6 +276,8 @@ def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava") -> dict:
         rows.append(resnet_row(quick, peak))
     if "lava" in wanted:
         rows += lava_rows(quick)
+    if "sparse" in wanted:
+        rows += sparse_rows(quick)
     meta["load_after"] = _load()
     return {"rows": rows, "meta": meta, "markdown": markdown(rows, quick, meta)}
 
@@ -243,7 +285,7 @@ def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava") -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small batches (a smoke run)")
-    ap.add_argument("--parts", default="peak,emulator,resnet,lava")
+    ap.add_argument("--parts", default="peak,emulator,resnet,lava,sparse")
     ap.add_argument("--torch-neurons", action="store_true",
                     help="the neuron recurrences through the torch runners only (the emulator before the fused kernels)")
     ap.add_argument("--out", default="speed_emulator", help="results file stem")
