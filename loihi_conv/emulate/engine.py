@@ -108,6 +108,7 @@ class Emulator:
         self.output = self.nodes[-1]
         self.by_name = {n.name: n for n in self.nodes}
         self.scratch: dict = {}  # layer-major trains, reused chunk after chunk (synapses.scratch)
+        self.spans: dict = {}  # layer-major: (min, max) of a block's train, when a kernel tracked it
 
     def binary(self, name: str) -> bool:
         """Whether block ``name`` sends binary 0/1 spikes (else graded messages)."""
@@ -475,17 +476,17 @@ def _run_layer_major(em: Emulator, xc: torch.Tensor, steps: int, lo: int,
                 em, node, qblocks[node.name], inputs, steps, batch,
                 xc[:, 0] if node is em.input and inject == "bias" else None, rec)
             rec.record_train(node.name, train, list(range(steps)))
-            train, bound = (train, 1) if node.neuron.binary else _narrow(train)
+            train, bound = (train, 1) if node.neuron.binary else _narrow(train, em.spans.pop(node.name, None))
             trains[node.name] = (train, list(range(steps)), bound)
 
 
-def _narrow(train: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _narrow(train: torch.Tensor, span: tuple[int, int] | None = None) -> tuple[torch.Tensor, int]:
     """A graded message train and its max |message|; non-negative messages <= INT8_SRC_MAX
     (multi-bit and burst payloads) come back as uint8, which the synapses sum with exact int8
     kernels (synapses._int8_kernel) instead of float ones."""
     if train.numel() == 0:
         return train, 0
-    lo, hi = int(train.min()), int(train.max())
+    lo, hi = span if span is not None else (int(train.min()), int(train.max()))
     if lo >= 0 and hi <= INT8_SRC_MAX:
         return train.to(torch.uint8), hi
     return train, max(hi, -lo)
@@ -553,7 +554,8 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
         runner.reset(batch, node.a_bound, bias)
         kernel = fused_for(runner, node.shape)
         if kernel is not None:
-            _run_fused(kernel, runner, inputs, train, counts, batch)
+            if _run_fused(kernel, runner, inputs, train, counts, batch) and kernel.span is not None:
+                em.spans[node.name] = (int(kernel.span[:, 0].min()), int(kernel.span[:, 1].max()))
             return train
     slices = []
     for lo in range(0, batch, step):
@@ -580,13 +582,17 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
 
 def _run_fused(kernel, runner, inputs, train: torch.Tensor, counts: np.ndarray, batch: int) -> None:
     """_run_neuron's loop through a fused kernel (whole batch, whole time blocks); the steps a
-    kernel leaves (a SigmaDelta that must widen to int64) go through the runner."""
+    kernel leaves (a SigmaDelta that must widen to int64) go through the runner. Returns whether
+    the kernel ran every step (then its message ``span`` covers the whole train)."""
     msgs = flat(train).reshape(-1, train[:batch].numel())  # (steps, B * P)
     count = zeros(batch, tuple(train.shape[1:]), torch.int32)
+    whole = True
     for t0, t1, a_in in inputs:
         done = kernel.run(a_in, msgs[t0:t1], flat(count))
+        whole = whole and done == t1 - t0
         for t in range(t0 + done, t1):
             msg = runner.step(a_in[t - t0])
             train[t * batch:(t + 1) * batch] = msg
             count.add_(msg if msg.dtype == torch.uint8 else (msg != 0).to(torch.int32))
     counts += count.numpy()
+    return whole

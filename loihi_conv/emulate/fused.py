@@ -88,12 +88,14 @@ def _lif_py(a, u, v, vth, bias, i_decay, v_decay, wrap_u, out, counts):
                     counts[i] += s
 
 
-def _sigma_delta_py(a, sigma, act, residue, bias, vth, exp, state_exp, sigma_mode, out, counts):
+def _sigma_delta_py(a, sigma, act, residue, bias, vth, exp, state_exp, sigma_mode, out, counts, span):
     """SigmaDelta (sigma_mode: sigma += a, act_new = relu(sigma + bias)) or Delta (act_new =
-    a << exp), then delta encoding (neurons.DeltaEncoder.encode32)."""
+    a << exp), then delta encoding (neurons.DeltaEncoder.encode32); span[b] = running (min, max)
+    of sample b's messages (the train's range, without another pass over it)."""
     nt, m = a.shape
     p = bias.shape[0]
     for b in prange(m // p):
+        lo, hi = span[b, 0], span[b, 1]
         for j0 in range(0, p, TILE):
             j1 = min(j0 + TILE, p)
             for t in range(nt):
@@ -112,6 +114,9 @@ def _sigma_delta_py(a, sigma, act, residue, bias, vth, exp, state_exp, sigma_mod
                     msg = s >> state_exp
                     out[t, i] = msg
                     counts[i] += 1 if msg != 0 else 0
+                    lo = min(lo, msg)
+                    hi = max(hi, msg)
+        span[b, 0], span[b, 1] = lo, hi
 
 
 def _pair(fn):
@@ -185,6 +190,8 @@ class Fused:
     """Runs ``runner``'s recurrence over time blocks with a kernel; the runner's states are
     the kernel's (in place), so ``runner.states()`` stays valid between blocks."""
 
+    span = None  # (B, 2) running (min, max) of the messages, when the kernel tracks it
+
     def __init__(self, runner, shape: tuple[int, ...]):
         self.runner, self.shape, self.fmt = runner, tuple(shape), _fmt(shape)
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
@@ -237,6 +244,9 @@ class FusedSigmaDelta(Fused):
                      else np.zeros(size, np.int64))
         self.sigma = flat(r.sigma) if self.sigma_mode else np.zeros(0, np.int32)
         self.act, self.residue = flat(r.act), flat(r.residue)
+        if self.span is None:
+            batch = r.act.shape[0]
+            self.span = np.tile(np.array([[np.iinfo(np.int64).max, np.iinfo(np.int64).min]]), (batch, 1))
 
     def run(self, a_in, out, counts):
         r = self.runner
@@ -253,7 +263,7 @@ class FusedSigmaDelta(Fused):
             # act swaps with the runner's scratch each torch step; here it is updated in place
             for t0, t1, a in segments(a_in[:n], self.fmt):
                 kernel("sigma_delta", a)(a, self.sigma, self.act, self.residue, self.bias, int(r.vth), int(r.exp),
-                             int(r.state_exp), self.sigma_mode, out[t0:t1], counts)
+                             int(r.state_exp), self.sigma_mode, out[t0:t1], counts, self.span)
         return n
 
 
