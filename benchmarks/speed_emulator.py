@@ -225,6 +225,42 @@ def lava_rows(quick: bool) -> list[dict]:
     return rows
 
 
+def before_after_rows(quick: bool) -> list[dict]:
+    """The emulator with the fused kernels off (before) and on (after), back to back on the same
+    inputs (so under the same machine load), with an exact comparison of the results:
+    mnist_cnn T=64 (every target) and ResNet-18-32 if-soft T=32."""
+    from loihi_conv.app import models, pipeline
+    from loihi_conv.convert import Recipe
+    from loihi_conv.emulate import emulate, fused
+    from loihi_conv.fixed.decode import encode, steps_for
+    ref, recipe = models.resolve("mnist_cnn"), Recipe()
+    snn, _ = pipeline.convert_model(ref, recipe)
+    x, _ = pipeline.test_data(ref.dataset, 200 if quick else 1000)
+    cases = [("mnist_cnn", t, q, encode(q, x), steps_for(q, 64), 64) for t in ("if-soft", "cuba", "sdnn")
+             for q in [pipeline.quantize_snn(snn, ref, recipe, t, 64)]]
+    qnet, xr = resnet18_qnet(32, 8 if quick else 64)
+    cases.append(("resnet18-32", "if-soft", qnet, encode(qnet, xr), steps_for(qnet, 32), 32))
+    rows = []
+    for name, target, q, x_int, steps, timesteps in cases:
+        res, secs = {}, {}
+        for on in (False, True):
+            fused.ENABLED = on
+            emulate(q, x_int[:4], steps)  # warm-up (kernel loading)
+            t0 = time.perf_counter()
+            res[on] = emulate(q, x_int, steps)
+            secs[on] = time.perf_counter() - t0
+        fused.ENABLED = True
+        a, b = res[False], res[True]
+        same = (np.array_equal(a.output, b.output) and (a.readout is None or np.array_equal(a.readout, b.readout))
+                and all(np.array_equal(a.spike_counts[k], b.spike_counts[k]) for k in a.spike_counts))
+        n = len(x_int)
+        rows.append({"section": "before_after", "model": name, "target": target, "T": timesteps, "steps": steps,
+                     "batch": n, "before_sample_steps_per_s": n * steps / secs[False],
+                     "after_sample_steps_per_s": n * steps / secs[True], "speedup": secs[False] / secs[True],
+                     "identical": bool(same), "load": _load()})
+    return rows
+
+
 def markdown(rows: list[dict], quick: bool, meta: dict) -> str:
     cmd = COMMAND + (" --quick" if quick else "")
     out = ["## Emulator", "",
@@ -234,6 +270,7 @@ def markdown(rows: list[dict], quick: bool, meta: dict) -> str:
            "### Machine MAC peak (torch CPU kernels)", "",
            "| op | dtype | GMAC/s | note |", "|---|---|---|---|"]
     out += [f"| {r['op']} | {r['dtype']} | {r['gmacs']:.1f} | {r['note']} |" for r in rows if r["section"] == "peak"]
+    # (sections without rows keep their empty table: the lead's speed.md shows what was not run)
     out += ["", "### Emulator MAC throughput vs the best peak", "",
             "MACs/step: nominal dense count from the fixed-point IR (see the script's doc).", "",
             "| network | target | T (steps) | batch | sample·steps/s | MMAC/step | GMAC/s | % of peak |",
@@ -246,6 +283,14 @@ def markdown(rows: list[dict], quick: bool, meta: dict) -> str:
             "|---|---|---|---|---|---|"]
     out += [f"| {r['target']} | {r['T']} ({r['steps']}) | {r['batch']} | {r['lava_sample_steps_per_s']:.1f} | "
             f"{r['emulator_sample_steps_per_s']:.0f} | {r['speedup']:.0f}× |" for r in rows if r["section"] == "lava"]
+    ab = [r for r in rows if r["section"] == "before_after"]
+    if ab:
+        out += ["", "### Before / after the fused kernels (back to back, same inputs)", "",
+                "| network | target | T (steps) | batch | before sample·steps/s | after | speed-up | identical | load |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        out += [f"| {r['model']} | {r['target']} | {r['T']} ({r['steps']}) | {r['batch']} | "
+                f"{r['before_sample_steps_per_s']:.0f} | {r['after_sample_steps_per_s']:.0f} | {r['speedup']:.2f}× | "
+                f"{'yes' if r['identical'] else 'NO'} | {r['load']} |" for r in ab]
     sp = [r for r in rows if r["section"] == "sparse"]
     if sp:
         out += ["", "### Event-driven accumulation break-even (dense layer 2048→128)", "",
@@ -261,15 +306,15 @@ def _load() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava,sparse") -> dict:
+def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava,sparse,before_after") -> dict:
     from netx_export.lava_env import prepare
     prepare()
     torch.set_num_threads(THREADS)
     meta = {"threads": THREADS, "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
             "load_before": _load(), "quick": quick, "nice": os.nice(0)}
     wanted = parts.split(",")
-    rows = mac_peak(quick)
-    peak = max(r["gmacs"] for r in rows)
+    rows = mac_peak(quick) if "peak" in wanted or "emulator" in wanted or "resnet" in wanted else []
+    peak = max((r["gmacs"] for r in rows), default=0.0)
     if "emulator" in wanted:
         rows += emulator_rows(quick, peak)
     if "resnet" in wanted:
@@ -278,6 +323,8 @@ def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava,sparse") ->
         rows += lava_rows(quick)
     if "sparse" in wanted:
         rows += sparse_rows(quick)
+    if "before_after" in wanted:
+        rows += before_after_rows(quick)
     meta["load_after"] = _load()
     return {"rows": rows, "meta": meta, "markdown": markdown(rows, quick, meta)}
 
@@ -285,7 +332,7 @@ def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava,sparse") ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small batches (a smoke run)")
-    ap.add_argument("--parts", default="peak,emulator,resnet,lava,sparse")
+    ap.add_argument("--parts", default="peak,emulator,resnet,lava,sparse,before_after")
     ap.add_argument("--torch-neurons", action="store_true",
                     help="the neuron recurrences through the torch runners only (the emulator before the fused kernels)")
     ap.add_argument("--out", default="speed_emulator", help="results file stem")
