@@ -13,6 +13,8 @@ per-neuron parameters are (P,) arrays.
 """
 from __future__ import annotations
 
+import os
+import threading
 from functools import singledispatch
 
 import numba
@@ -25,6 +27,12 @@ from loihi_conv.fixed.softif_modes import DEFAULT_MODE
 
 from .neurons import DeltaRunner, Lif, SigmaDeltaRunner, SoftIFRunner
 
+# numba's own thread pool: "workqueue" threads sleep between calls, whereas an OpenMP layer next
+# to torch's OpenMP runtime leaves two pools spin-waiting on 2 cores (measured: mnist_cnn cuba
+# ~2x slower, the torch ops too). workqueue takes one parallel call at a time: _LOCK.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+_LOCK = threading.Lock()
 ENABLED = True  # off: every recurrence through the torch runners (the identity tests' reference)
 UV = STATE_MAX + 1
 DECAY_SHIFT = DECAY_ONE.bit_length() - 1  # trunc(p / 4096) = sign(p) * (|p| >> 12)
@@ -128,8 +136,15 @@ KERNELS = {"softif": _pair(_softif_py), "lif": _pair(_lif_py), "sigma_delta": _p
 
 
 def kernel(name: str, a: np.ndarray):
-    """The parallel kernel for big calls, the serial one for small ones."""
-    return KERNELS[name][0 if a.size >= PARALLEL_MIN else 1]
+    """The parallel kernel for big calls (one at a time: _LOCK), the serial one for small ones."""
+    if a.size < PARALLEL_MIN:
+        return KERNELS[name][1]
+    fn = KERNELS[name][0]
+
+    def locked(*args):
+        with _LOCK:
+            return fn(*args)
+    return locked
 
 
 def flat(x: torch.Tensor) -> np.ndarray:
@@ -333,5 +348,11 @@ def nhwc(x: torch.Tensor) -> np.ndarray:
 
 def mli_train(pool, train: torch.Tensor, frame_of: list[int], batch: int, out: torch.Tensor) -> None:
     """synapses.MLIStage.train in one kernel: ``out`` (steps*B, C, H', W') channels-last."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    with _LOCK:
+        _mli_call(pool, train, frame_of, batch, out)
+
+
+def _mli_call(pool, train, frame_of, batch, out):
     _mli(nhwc(train), np.asarray(frame_of, np.int64), batch, np.asarray(pool.kernel, np.int64),
          np.asarray(pool.stride, np.int64), np.asarray(pool.padding, np.int64), nhwc(out))
