@@ -18,11 +18,14 @@ from functools import reduce
 import numpy as np
 import torch
 
+from loihi_conv.base.devices import resolve as on_device
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.fixed.decode import readout_state
 from loihi_conv.fixed.qir import QNetwork
 
+from . import fused
 from .arith import I32_MAX, I32_MIN, abs_bound, wrap32, zeros
+from .fused import flat, fused_for
 from .neurons import make_neuron
 from .synapses import INT8_SRC_MAX, make_synapse, scratch
 
@@ -105,6 +108,7 @@ class Emulator:
         self.output = self.nodes[-1]
         self.by_name = {n.name: n for n in self.nodes}
         self.scratch: dict = {}  # layer-major trains, reused chunk after chunk (synapses.scratch)
+        self.spans: dict = {}  # layer-major: (min, max) of a block's train, when a kernel tracked it
 
     def binary(self, name: str) -> bool:
         """Whether block ``name`` sends binary 0/1 spikes (else graded messages)."""
@@ -246,15 +250,21 @@ def _record_names(record, qnet: QNetwork) -> list[str]:
 
 
 def emulate(qnet: QNetwork, x: np.ndarray | torch.Tensor, steps: int, inject: str = "a_in",
-            record: bool | Iterable[str] = False, batch_size: int | None = None
-            ) -> EmulationResult:
+            record: bool | Iterable[str] = False, batch_size: int | None = None,
+            device: "str | torch.device | None" = None) -> EmulationResult:
     """Run ``qnet`` on integer input ``x`` for ``steps`` steps, bit-exact with Lava fixed_pt.
 
     ``x``: (N, T_in, *input_shape) time-varying (step t uses x[:, (t-1) % T_in]) or
     (N, *input_shape) static, PyTorch order. ``inject``: how an input block *with* a neuron
     gets x ('a_in': added to a_in every step; 'bias': its bias_mant). ``record``: True, or block
     names whose per-step states to keep. ``batch_size``: samples per chunk (default 256).
+    ``device``: where to run (``base.devices``; default cpu). Only the CPU is implemented: its
+    exact kernels (oneDNN int8, the fused numba loops) are CPU kernels, so 'cuda' is refused
+    with one clear error rather than run on an untested path (docs/speed.md).
     """
+    if on_device(device).type != "cpu":
+        raise LoihiConvError(f"the emulator has no {device!r} path yet: its exact integer kernels are CPU "
+                             "kernels and no GPU run has checked a CUDA port", "use device='cpu' (the default)")
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise LoihiConvError(f"steps must be a positive int, got {steps!r}", "pass steps >= 1")
     em = Emulator(qnet, inject)
@@ -466,17 +476,17 @@ def _run_layer_major(em: Emulator, xc: torch.Tensor, steps: int, lo: int,
                 em, node, qblocks[node.name], inputs, steps, batch,
                 xc[:, 0] if node is em.input and inject == "bias" else None, rec)
             rec.record_train(node.name, train, list(range(steps)))
-            train, bound = (train, 1) if node.neuron.binary else _narrow(train)
+            train, bound = (train, 1) if node.neuron.binary else _narrow(train, em.spans.pop(node.name, None))
             trains[node.name] = (train, list(range(steps)), bound)
 
 
-def _narrow(train: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _narrow(train: torch.Tensor, span: tuple[int, int] | None = None) -> tuple[torch.Tensor, int]:
     """A graded message train and its max |message|; non-negative messages <= INT8_SRC_MAX
     (multi-bit and burst payloads) come back as uint8, which the synapses sum with exact int8
     kernels (synapses._int8_kernel) instead of float ones."""
     if train.numel() == 0:
         return train, 0
-    lo, hi = int(train.min()), int(train.max())
+    lo, hi = span if span is not None else (int(train.min()), int(train.max()))
     if lo >= 0 and hi <= INT8_SRC_MAX:
         return train.to(torch.uint8), hi
     return train, max(hi, -lo)
@@ -501,13 +511,22 @@ def _neuron_inputs(em: Emulator, node: _Node, trains, steps: int, batch: int):
     feeds = [syn.feed(*trains[src], batch) for syn, src in node.synapses]
     tb = _block_steps(node, feeds, steps, batch)
     memos = [{} for _ in feeds]
+    sums: dict = {}
     for t0 in range(0, steps, tb):
         t1 = min(t0 + tb, steps)
         per_syn = [_synapse_inputs(*feed, t0, t1, batch, memo) for feed, memo in zip(feeds, memos)]
         if len(per_syn) == 1:
             yield t0, t1, per_syn[0]
         elif node.a_bound <= I32_MAX:
-            yield t0, t1, [reduce(torch.add, parts) for parts in zip(*per_syn)]
+            # Summed into consecutive rows of one buffer: the fused kernels read a block of
+            # steps as one strided view (fused.segments), and nothing is allocated per step.
+            buf = scratch(sums, 0, ((t1 - t0) * batch, *node.shape), torch.int32)
+            rows = [_rows(buf, k, batch) for k in range(t1 - t0)]
+            for row, parts in zip(rows, zip(*per_syn)):
+                torch.add(parts[0], parts[1], out=row)
+                for p in parts[2:]:
+                    row.add_(p)
+            yield t0, t1, rows
         else:
             yield t0, t1, [wrap32(reduce(torch.add, (p.to(torch.int64) for p in parts)))
                            .to(torch.int32) for parts in zip(*per_syn)]
@@ -530,6 +549,14 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
     # widening ones), flushed to int64 before it can wrap.
     count8 = zeros(batch, node.shape, torch.uint8)
     counts = rec.count_rows(node.name)
+    if fused.ENABLED and not rec.records(node.name):
+        runner = make_neuron(block.neuron, block)
+        runner.reset(batch, node.a_bound, bias)
+        kernel = fused_for(runner, node.shape)
+        if kernel is not None:
+            if _run_fused(kernel, runner, inputs, train, counts, batch) and kernel.span is not None:
+                em.spans[node.name] = (int(kernel.span[:, 0].min()), int(kernel.span[:, 1].max()))
+            return train
     slices = []
     for lo in range(0, batch, step):
         hi = min(lo + step, batch)
@@ -551,3 +578,21 @@ def _run_neuron(em: Emulator, node: _Node, block, inputs, steps: int, batch: int
                     rec.record_states(node.name, t, lo, hi, runner)
     counts += count8.numpy()
     return train
+
+
+def _run_fused(kernel, runner, inputs, train: torch.Tensor, counts: np.ndarray, batch: int) -> None:
+    """_run_neuron's loop through a fused kernel (whole batch, whole time blocks); the steps a
+    kernel leaves (a SigmaDelta that must widen to int64) go through the runner. Returns whether
+    the kernel ran every step (then its message ``span`` covers the whole train)."""
+    msgs = flat(train).reshape(-1, train[:batch].numel())  # (steps, B * P)
+    count = zeros(batch, tuple(train.shape[1:]), torch.int32)
+    whole = True
+    for t0, t1, a_in in inputs:
+        done = kernel.run(a_in, msgs[t0:t1], flat(count))
+        whole = whole and done == t1 - t0
+        for t in range(t0 + done, t1):
+            msg = runner.step(a_in[t - t0])
+            train[t * batch:(t + 1) * batch] = msg
+            count.add_(msg if msg.dtype == torch.uint8 else (msg != 0).to(torch.int32))
+    counts += count.numpy()
+    return whole

@@ -29,6 +29,7 @@ from loihi_conv.base.limits import CONV_WRAP, DELAY_MAX, RATE_DECAY_SHIFT, RATE_
 from loihi_conv.base.registry import registrar
 from loihi_conv.fixed.qir import POOL_SCHEMES, ConvSyn, DenseSyn, SpikePool, Synapse
 
+from . import fused
 from .arith import F32_EXACT, F64_EXACT, I32_MAX, float_to_int32_x86, wrap, wrap32, zeros
 
 MAX_DELAY = DELAY_MAX  # NetX clips dense delays to 62 (DelayDense allows <= 63)
@@ -563,6 +564,15 @@ class MLIStage(PoolStage):
         out = total if self.sent is None else total - self.sent
         self.sent = total
         return out.to(msg.dtype)
+
+    def train(self, train, frame_of, batch, bound):
+        """Layer-major: one fused kernel over all steps (emulate.fused, same integers)."""
+        if not fused.ENABLED or train.dim() != 4:
+            return super().train(train, frame_of, batch, bound)
+        steps = len(frame_of)
+        out = zeros(steps * batch, self.pool.out_shape(train.shape[1:]), train.dtype)
+        fused.mli_train(self.pool, train, frame_of, batch, out)
+        return out, list(range(steps))
 
 
 @register_stage("rate-gate")
