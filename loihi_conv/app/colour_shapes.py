@@ -3,8 +3,8 @@
 No colour image dataset can be fetched here, so this stands in for CIFAR-10 (3x32x32, 10 classes,
 uint8 pixels): disk, square, triangle, plus, ring, horizontal stripes, vertical stripes,
 checkerboard, diamond, diagonal cross. Each image draws its shape at a random position, scale
-(radius 4.5-11 px) and rotation (+-20 degrees), with a class-independent random colour partly
-blended (contrast 0.35-1) over a random two-colour gradient background, plus a random distractor
+(radius 5.5-11 px) and rotation (+-20 degrees), with a class-independent random colour partly
+blended (contrast 0.6-1) over a random two-colour gradient background, plus a random distractor
 blob and Gaussian pixel noise. Colour carries no label information, so a network must learn shape
 and texture; small, faint, noisy shapes make the task hard enough that a small CNN stays well
 below 100 %.
@@ -63,11 +63,11 @@ def generate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     c0, c1 = col(3), col(3)
     img = c0 + (c1 - c0) * ramp[:, None]
     # distractor: a small blob of another random colour
-    by, bx, br = rng.uniform(0, SIZE, (n, 1, 1)), rng.uniform(0, SIZE, (n, 1, 1)), rng.uniform(1.5, 4, (n, 1, 1))
+    by, bx, br = rng.uniform(0, SIZE, (n, 1, 1)), rng.uniform(0, SIZE, (n, 1, 1)), rng.uniform(1.5, 3, (n, 1, 1))
     blob = ((yy - by) ** 2 + (xx - bx) ** 2 <= br ** 2)[:, None]
     img = np.where(blob, col(3), img)
     # the shape: random scale, centre (kept mostly inside), rotation, colour and contrast
-    scale = rng.uniform(4.5, 11, (n, 1, 1))
+    scale = rng.uniform(5.5, 11, (n, 1, 1))
     cy, cx = (rng.uniform(scale * 0.8, SIZE - scale * 0.8) for _ in range(2))
     rot = rng.uniform(-np.pi / 9, np.pi / 9, (n, 1, 1))
     dy, dx = (yy - cy) / scale, (xx - cx) / scale
@@ -76,9 +76,9 @@ def generate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     freq = rng.integers(2, 4, (n, 1, 1)).astype(np.float64)
     masks = np.stack(_masks(u, v, freq))               # (classes, n, H, W)
     inside = masks[labels, np.arange(n)][:, None]      # (n, 1, H, W)
-    alpha = rng.uniform(0.35, 1, (n, 1, 1, 1))
+    alpha = rng.uniform(0.6, 1, (n, 1, 1, 1))
     img = np.where(inside, (1 - alpha) * img + alpha * col(3), img)
-    img = img + rng.normal(0, 1, img.shape) * rng.uniform(0.02, 0.12, (n, 1, 1, 1))
+    img = img + rng.normal(0, 1, img.shape) * rng.uniform(0.02, 0.08, (n, 1, 1, 1))
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), labels.astype(np.int64)
 
 
