@@ -104,9 +104,9 @@ def render(res: dict) -> str:
     for name, r in runs.items():
         out.append(f"| `{r['command'].replace(str(Path.cwd()) + '/', '')}` | {r['exit']} | {r['seconds']} | "
                    f"{r.get('peak_pss_mb_tree', '?')} / {r['peak_rss_mb_tree']} | {r['max_processes']} |")
-    out += ["", f"verify: {mism} mismatches in {comp} compared values; Lava {ver.get('lava_seconds', '?')} s "
-            "of the wall time; predictions Lava {ver.get('lava_predictions')} / emulator "
-            f"{ver.get('emulator_predictions')}.", ""]
+    out += ["", f"verify: {mism} mismatches in {comp} compared values; Lava {round(ver.get('lava_seconds', 0))} s "
+            f"of the wall time ({runs['verify']['max_processes']} OS processes); predictions Lava "
+            f"{ver.get('lava_predictions')} / emulator {ver.get('emulator_predictions')}.", ""]
     return "\n".join(out)
 
 
