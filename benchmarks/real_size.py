@@ -89,8 +89,9 @@ def measured(cmd: list[str]) -> dict:
     reader.join()
     text = b"".join(chunks).decode(errors="replace")
     frames = [f.strip() for f in re.split(r"[\r\n]", text) if f.strip()]
-    bars = sorted({m.group(1).strip() for f in frames for m in [re.match(r"^([^:|]{2,40}):\s+\d+%\|", f)] if m})
-    final = [f for f in frames if not re.search(r"\d+%\|", f)]
+    bar = re.compile(r"^(.{2,60}?):\s+\d+%[| ]")  # tqdm: "desc:  50%|###  | 1/2" (or no bar when narrow)
+    bars = sorted({m.group(1).strip() for f in frames for m in [bar.match(f)] if m})
+    final = [f for f in frames if not bar.match(f)]
     return {"command": line, "exit": proc.returncode, "seconds": round(time.perf_counter() - t0, 1),
             "peak_pss_mb": round(peak), "progress_bars": bars, "output_tail": final[-30:]}
 
@@ -110,13 +111,13 @@ def render(res: dict) -> str:
     for case, row in res["cases"].items():
         t = row.get("inspect_totals") or {}
         tail = row["steps"].get("inspect", {}).get("output_tail", [])
-        lines = [ln for ln in tail if "neurocores" in ln or "chip" in ln]
+        lines = [ln for ln in tail if "neurocores" in ln and "per" not in ln.split()[0]]
         out.append(f"* {case}: neurocores {t.get('cores')}, chips {t.get('chips')}, neurons {t.get('neurons')}, "
                    f"synapses {t.get('synapses')}")
         out += [f"  * `{ln.strip()[:300]}`" for ln in lines[:4]]
     out += ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in next(iter(res['cases'].values()))['steps']
                                           .values()), ""]
-    return "\n".join(out)
+    return "\n".join(out).replace(str(Path.cwd()) + "/", "")
 
 
 def main() -> None:
