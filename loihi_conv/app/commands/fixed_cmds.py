@@ -24,14 +24,13 @@ def _progress(obj: Ctx, desc: str):
 
 @contextlib.contextmanager
 def _stage(obj: Ctx, what: str):
-    """One status line on stderr before and after a long step without its own bar (a real-size
-    network spends minutes in each), so a user sees where the time goes."""
+    """A status line before and after a long step without its own bar (a real-size network spends
+    minutes in each), so a user sees where the time goes; stdout, like the report (stderr is for
+    the one error line)."""
     t0 = time.perf_counter()
-    if not obj.quiet:
-        click.echo(f"{what} ...", err=True)
+    obj.echo(f"{what} ...")
     yield
-    if not obj.quiet:
-        click.echo(f"{what}: done in {time.perf_counter() - t0:.1f} s", err=True)
+    obj.echo(f"{what}: done in {time.perf_counter() - t0:.1f} s")
 
 
 def _load_net(path: str):
