@@ -150,13 +150,27 @@ def render(res: dict) -> str:
                        f"{'' if acc is None else f'{acc:.2f}'} | {'' if gap is None else f'{gap:+.2f}'} | "
                        f"{'' if gap is None else ('yes' if gap >= need - 1e-9 else 'no')} | "
                        f"{r['convert']['seconds']} | {r.get('score', {}).get('seconds', '')} |")
+    out += ["", "Why this data: no colour image set (CIFAR-10 or other) can be fetched offline here; colour_shapes "
+            "keeps CIFAR's shape (3x32x32, 10 classes, uint8 pixels, colour carrying no label) with a "
+            "procedural generator whose seed makes it reproducible. The networks were trained with "
+            "`loihi_conv.app.train.train_model` (AdamW, one-cycle, flip+shift, seed 0, one thread): "
+            + ", ".join(f"{n} {c['epochs']} epochs" for n, c in m.get("train_config", {}).items()) + ".",
+            "", "The recipe search has a 240 s budget but checks it between trials: on this shared machine "
+            "(load 11-17 on 2 cores) one trial (1000 held-out images at T=32) took ~19 min, so each search "
+            "below ran 1 trial (its strongest start recipe); see the convert lines below. On an idle machine "
+            "the same command runs several trials in its budget (benchmarks/results/recipe_search.md)."]
+    missing = [f"{n} {v}/{t}" for n, mres in res["models"].items() for v in ("npz", "folder")
+               for t in ("if-soft", "sdnn") if f"{v}/{t}" not in mres.get("runs", {})]
+    if missing:
+        out += ["", f"Not run in this session (the searches above took ~20 min each on the loaded machine): "
+                f"{', '.join(missing)}. The folder view decodes to the .npz's tensors (tests/test_colour_shapes.py)."]
     out += ["", "## Commands", ""]
     for name, mres in res["models"].items():
         for key, r in mres.get("runs", {}).items():
             out.append(f"* {name} {key}: `{r['convert']['command']}` then `{r.get('score', {}).get('command', '')}`")
-            chosen = [line for line in r["convert"]["output"] if "recipe" in line.lower()][:3]
+            chosen = [line for line in r["convert"]["output"] if line.startswith(("recipe search (", "chosen:"))][:2]
             out += [f"  * {line.strip()}" for line in chosen]
-    return "\n".join(out) + "\n"
+    return "\n".join(out).replace(str(Path.cwd()) + "/", "") + "\n"
 
 
 def main() -> None:
