@@ -164,6 +164,9 @@ def render(res: dict) -> str:
     if missing:
         out += ["", f"Not run in this session (the searches above took ~20 min each on the loaded machine): "
                 f"{', '.join(missing)}. The folder view decodes to the .npz's tensors (tests/test_colour_shapes.py)."]
+    for e in res.get("extra", []):  # recipes typed by hand (no search), to see what closes a gap
+        out += ["", f"By hand, {e['model']} {e['target']}: {e['accuracy']:.2f} % "
+                f"({e['accuracy'] - res['models'][e['model']]['ann']:+.2f}): `{e['command']}`"]
     out += ["", "## Commands", ""]
     for name, mres in res["models"].items():
         for key, r in mres.get("runs", {}).items():
