@@ -34,6 +34,7 @@ TRANSFORMERS = ("vit_", "swin_", "maxvit_")  # fixed 224x224 patch grids
 BUILD_ARGS = {"googlenet": {"aux_logits": False, "init_weights": True},
               "inception_v3": {"aux_logits": False, "init_weights": True}}
 T_FLOAT, T_FIXED, SAMPLES, CALIB = 256, 32, 4, 64
+EXTRA_SECTIONS = ("lava_resnet18.md", "real_size.md")  # benchmarks/lava_resnet18.py, benchmarks/real_size.py
 PRIORITY = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "mobilenet_v2",
             "squeezenet1_0", "squeezenet1_1", "densenet121", "regnet_x_400mf", "alexnet", "googlenet")  # run first
 
@@ -164,6 +165,9 @@ def render(rows: list[dict], meta: dict) -> str:
         for r in refused:
             out.append(f"* **{r['model']}** ({r['status']}):")
             out += [f"  * {line}" for line in _reason_lines(r) if line]
+    for extra in EXTRA_SECTIONS:  # written by their own scripts; kept in this page when it is rewritten
+        if (RESULTS / extra).exists():
+            out += ["", (RESULTS / extra).read_text().strip()]
     return "\n".join(out) + "\n"
 
 

@@ -31,7 +31,7 @@ from loihi_conv.base.layout import chw_to_whc, conv_weight_to_lava
 from loihi_conv.fixed import qir
 from netx_export import lava_env, validate
 from netx_export.reader import load, read_info
-from netx_export.weights import lava_dense_encoding
+from netx_export.weights import lava_conv_groups, lava_dense_encoding
 
 ENGINES = ("netx", "loihi-conv")
 
@@ -241,10 +241,11 @@ def _conv(syn: qir.ConvSyn, src_shape: tuple[int, ...], bits: int):
     the (C,H,W) the weights see (pooled behind a spiking max-pool stage)."""
     from lava.proc.conv.process import Conv
 
-    return Conv(weight=conv_weight_to_lava(np.asarray(syn.weight, np.int64)),
+    weight, groups = lava_conv_groups(np.asarray(syn.weight, np.int64), int(syn.groups))
+    return Conv(weight=conv_weight_to_lava(weight),
                 input_shape=_whc(src_shape), stride=tuple(syn.stride)[::-1],
                 padding=tuple(syn.padding)[::-1], dilation=tuple(syn.dilation)[::-1],
-                groups=int(syn.groups), num_message_bits=bits)
+                groups=groups, num_message_bits=bits)
 
 
 def _dense(syn: qir.DenseSyn, src_shape: tuple[int, ...], bits: int):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from loihi_conv.base.limits import DENSE_MIXED_RANGE
+from loihi_conv.base.limits import DENSE_MIXED_RANGE, LAVA_CONV_GROUPS_MAX
 
 EXCITATORY, INHIBITORY, MIXED = "EXCITATORY", "INHIBITORY", "MIXED"
 
@@ -132,3 +132,25 @@ def lava_dense_encoding(weight: np.ndarray) -> DenseEncoding | None:
         return DenseEncoding(m, k, 9, sign, False)
     return None
 
+
+
+def lava_conv_groups(weight: np.ndarray, groups: int) -> tuple[np.ndarray, int]:
+    """A grouped conv weight (Co, Ci/g, kH, kW) Lava's Conv computes correctly, and its groups.
+
+    Lava 0.10's PyConvModel stores ``groups`` in an int8 Var (lava/proc/conv/models.py), so
+    g >= 128 wraps (a depthwise conv or identity shortcut on 128+ channels gives wrong sums). Merge
+    g / g' neighbouring groups into each of g' <= 127 groups (g' the largest such divisor of g),
+    block-diagonal inside: the same integer sums, only zero weights added."""
+    g = int(groups)
+    if g <= LAVA_CONV_GROUPS_MAX:
+        return weight, g
+    g2 = max(d for d in range(1, LAVA_CONV_GROUPS_MAX + 1) if g % d == 0)
+    r = g // g2  # original groups per merged group
+    co, cig = weight.shape[:2]
+    co_g = co // g
+    out = np.zeros((co, cig * r) + weight.shape[2:], dtype=weight.dtype)
+    local = (np.arange(co) // co_g) % r  # each output's original group, within its merged group
+    for k in range(r):
+        rows = local == k
+        out[rows, k * cig:(k + 1) * cig] = weight[rows]
+    return out, g2

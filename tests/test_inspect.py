@@ -230,3 +230,30 @@ def test_pooled_synapse_counts_the_pooled_inputs():
                          qir.Block("o", (2,), [qir.DenseSyn("x", weight=w, pool=pool)], neuron=qir.Readout())])
     syn = inspect_network(qnet).layers[1].synapses[0]
     assert (syn.synapses, syn.fan_in, syn.weights) == (16, 8, 16)
+
+
+def test_chip_count_warnings_say_surely_or_possibly(monkeypatch):
+    """More than one chip: 'needs' only when even the best-case packing exceeds a chip; 'only if
+    packed near the best case' when just the tutorial placement does; a layer above a chip is named."""
+    from loihi_conv.app import resources
+
+    net = _problem_net()
+    net.blocks[1].neuron = qir.Cuba(vth=300)
+    net.blocks[1].synapses[0].weight[0, 0, 0, 0] = 254
+    net.blocks[1].bias = np.array([4095, -4096, 0, 1])
+    assert inspect_network(net).warnings == []
+    c0, c1 = inspect_network(net).cores
+    chip = lambda n: resources.Limit(n, "cores per chip", "test")  # noqa: E731
+    monkeypatch.setitem(resources.LIMITS, "cores_per_chip", chip(c0 - 1))
+    text = "\n".join(inspect_network(net).warnings)
+    assert f"needs {c0}..{c1} neurocores" in text and "even when packed best" in text
+    monkeypatch.setitem(resources.LIMITS, "neurons_per_core", resources.Limit(1, "n", "test"))
+    ins = inspect_network(net)
+    assert ins.cores[1] > c0
+    monkeypatch.setitem(resources.LIMITS, "cores_per_chip", chip(c0))
+    text = "\n".join(inspect_network(net).warnings)
+    assert "only if packed near the best case" in text and "needs" not in text.split("network:")[1][:20]
+    assert "one layer alone" not in text
+    monkeypatch.setitem(resources.LIMITS, "neurons_per_core_max", resources.Limit(1, "n", "test"))
+    text = "\n".join(inspect_network(net).warnings)
+    assert "one layer alone needs more neurocores than a chip has" in text

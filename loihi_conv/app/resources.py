@@ -362,6 +362,26 @@ def layer_info(index: int, block: qir.Block, shapes: dict[str, tuple[int, ...]])
     return layer
 
 
+def _chip_warnings(ins: Inspection) -> list[str]:
+    """Say plainly whether the network needs more than one chip: surely (even the best-case
+    packing exceeds one chip's cores) or possibly (only the placement Lava used for the tutorial
+    does), and which layers alone need more than a chip."""
+    per = LIMITS["cores_per_chip"].value
+    (c0, c1), (ch0, ch1) = ins.cores, ins.chips
+    out = []
+    if c0 > per:
+        out.append(f"network: needs {c0}..{c1} neurocores, more than one Loihi 2 chip's {per} even when packed "
+                   f"best: {ch0}..{ch1} chips (a multi-chip system, e.g. Kapoho Point)")
+    elif c1 > per:
+        out.append(f"network: {c0}..{c1} neurocores: one Loihi 2 chip ({per}) only if packed near the best case; "
+                   f"placed as Lava placed lava-dl's MNIST tutorial it needs {ch1} chips")
+    big = [lr.name for lr in ins.layers if lr.cores[0] > per]
+    if big:
+        out.append(f"{', '.join(big)}: one layer alone needs more neurocores than a chip has ({per}); "
+                   "its population must be split across chips")
+    return out
+
+
 # ---- entry points -----------------------------------------------------------------------------
 def inspect_network(qnet: qir.QNetwork, info: dict | None = None, path: str | None = None) -> Inspection:
     """Describe a fixed-point network (``info``: the file's ``read_info`` if it came from one)."""
@@ -379,9 +399,7 @@ def inspect_network(qnet: qir.QNetwork, info: dict | None = None, path: str | No
     warnings = [f"{', '.join(blocks)}: {w}" for w, blocks in by_text.items()]
     ins = Inspection(path, info, dict(qnet.meta or {}), float(qnet.input_scale), float(qnet.output_scale),
                      qnet.depth, layers, extension_reasons(qnet), warnings, [])
-    if ins.cores[1] > LIMITS["cores_per_chip"].value:
-        ins.warnings.append(f"network: about {ins.cores[0]}..{ins.cores[1]} neurocores; one Loihi 2 chip has "
-                            f"{LIMITS['cores_per_chip'].value} (multi-chip systems, e.g. Kapoho Point, needed)")
+    ins.warnings += _chip_warnings(ins)
     ins.notes += _notes(qnet, ins)
     return ins
 

@@ -72,6 +72,7 @@ WEIGHT_MAX = 254  # mixed-sign 8-bit weights: even ints in [-254, 254] (mantissa
 DENSE_MIXED_RANGE = (-256, 254)  # what netx loads exactly for a mixed-sign dense matrix
 DENSE_POSITIVE_MAX = 255  # ... and for a non-negative one, [0, 255]
 CONV_WRAP = 2 ** (STATE_BITS - 1)  # a conv's a_buf is 24-bit signed (wraps)
+LAVA_CONV_GROUPS_MAX = 127  # Lava's PyConvModel keeps ``groups`` in an int8 Var: 128 wraps to -128, 256 to 0
 DELAY_MAX = LIMITS["delay_max"].value  # netx clamps synaptic delays to 62
 MESSAGE_BITS = LIMITS["message_bits"].value  # graded spike payloads (SDNN), signed
 NETX_READOUT_VTH = 131072  # netx's default dense neuron: 1 << 18 - 1 (operator precedence)

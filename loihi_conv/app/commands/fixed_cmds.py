@@ -1,7 +1,9 @@
 """convert, emulate, run-lava, verify: the fixed-point side (NetX files, emulator, Lava)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,17 @@ def _progress(obj: Ctx, desc: str):
     from tqdm import tqdm
 
     return lambda it: tqdm(it, desc=desc, disable=obj.quiet, leave=False)
+
+
+@contextlib.contextmanager
+def _stage(obj: Ctx, what: str):
+    """A status line before and after a long step without its own bar (a real-size network spends
+    minutes in each), so a user sees where the time goes; stdout, like the report (stderr is for
+    the one error line)."""
+    t0 = time.perf_counter()
+    obj.echo(f"{what} ...")
+    yield
+    obj.echo(f"{what}: done in {time.perf_counter() - t0:.1f} s")
 
 
 def _load_net(path: str):
@@ -118,9 +131,11 @@ def convert(obj: Ctx, model, weights, dataset, target, timesteps, out, force, js
         obj.echo(result.summary())
         qnet = result.qnet
     else:
-        snn, _ = pipeline.convert_model(ref, recipe, scale.device)
+        with _stage(obj, f"convert: calibrate on {recipe.calib_size} training images, normalize"):
+            snn, _ = pipeline.convert_model(ref, recipe, scale.device)
         try:
-            qnet = pipeline.quantize_snn(snn, ref, recipe, target, timesteps, force=force)
+            with _stage(obj, f"quantize for {target}, T={timesteps}"):
+                qnet = pipeline.quantize_snn(snn, ref, recipe, target, timesteps, force=force)
         except LoihiConvError as e:  # the Python API's "force=True" is --force here
             raise LoihiConvError(e.problem, e.fix and e.fix.replace("pass force=True", "pass --force")) from e
         obj.echo(f"recipe: {describe(recipe)}")
@@ -144,8 +159,10 @@ def _write_outputs(obj: Ctx, qnet, out: str, json_out, target: str, snn=None, ni
         from loihi_conv.interop import to_nir, write_nir
 
         to_nir(snn)
-    path = netx_export.save(qnet, out)
-    rep = report(qnet)
+    with _stage(obj, f"write {out}"):
+        path = netx_export.save(qnet, out)
+    with _stage(obj, "quantization report"):
+        rep = report(qnet)
     obj.echo(str(rep))
     obj.echo(f"wrote {path} ({target}, {len(qnet.blocks)} blocks, depth {qnet.depth})")
     if nir_out is not None:
