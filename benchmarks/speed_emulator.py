@@ -242,14 +242,14 @@ def before_after_rows(quick: bool) -> list[dict]:
     cases.append(("resnet18-32", "if-soft", qnet, encode(qnet, xr), steps_for(qnet, 32), 32))
     rows = []
     for name, target, q, x_int, steps, timesteps in cases:
-        res, secs = {}, {}
+        res, secs, default = {}, {}, fused.ENABLED
         for on in (False, True):
             fused.ENABLED = on
             emulate(q, x_int[:4], steps)  # warm-up (kernel loading)
             t0 = time.perf_counter()
             res[on] = emulate(q, x_int, steps)
             secs[on] = time.perf_counter() - t0
-        fused.ENABLED = True
+        fused.ENABLED = default
         a, b = res[False], res[True]
         same = (np.array_equal(a.output, b.output) and (a.readout is None or np.array_equal(a.readout, b.readout))
                 and all(np.array_equal(a.spike_counts[k], b.spike_counts[k]) for k in a.spike_counts))

@@ -56,6 +56,12 @@ def _same(a, b):
         assert np.array_equal(a.spike_counts[k], b.spike_counts[k]), k
 
 
+
+@pytest.fixture(autouse=True)
+def kernels_on(monkeypatch):
+    """The kernels are opt-in (LOIHI_CONV_FUSED=1); these tests compare them with the runners."""
+    monkeypatch.setattr(fused, "ENABLED", True)
+
 @pytest.mark.parametrize("kind", ["if-soft", "cuba", "cuba-decay", "sdnn"])
 @pytest.mark.parametrize("t_in", [1, 4])
 def test_fused_equals_torch_runners_and_reference(one_thread, monkeypatch, kind, t_in):

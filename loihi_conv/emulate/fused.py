@@ -33,7 +33,10 @@ from .neurons import DeltaRunner, Lif, SigmaDeltaRunner, SoftIFRunner
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 _LOCK = threading.Lock()
-ENABLED = True  # off: every recurrence through the torch runners (the identity tests' reference)
+# Off by default: on an idle 2-core machine the torch runners (2 intra-op threads) were faster
+# (benchmarks/results/speed.md, before/after: mnist_cnn 0.39-0.91x, resnet18-32 0.69x with the
+# kernels); they won only under heavy load (2-4x at load 10-17). LOIHI_CONV_FUSED=1 turns them on.
+ENABLED = os.environ.get("LOIHI_CONV_FUSED", "0") == "1"
 UV = STATE_MAX + 1
 DECAY_SHIFT = DECAY_ONE.bit_length() - 1  # trunc(p / 4096) = sign(p) * (|p| >> 12)
 A_SHIFT = 6  # a << 6 (Lava's LIF/SoftIF input scaling, as in neurons.py)
