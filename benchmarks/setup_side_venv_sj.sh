@@ -4,7 +4,11 @@
 # ann2snn imports. Usage: bash benchmarks/setup_side_venv_sj.sh [/work/side-venv-sj]
 set -euo pipefail
 VENV="${1:-/work/side-venv-sj}"
-PY="$(command -v python3.10 || ls "$(pyenv root 2>/dev/null || echo /nonexistent)"/versions/3.10*/bin/python3.10 2>/dev/null | head -1)"
+PY=""
+for c in python3.10 "$(pyenv root 2>/dev/null)"/versions/3.10.*/bin/python /usr/bin/python3.10; do
+  # pyenv shims exist even when 3.10 is not the active version: run the candidate to be sure.
+  if "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1; then PY="$c"; break; fi
+done
 [ -n "$PY" ] || { echo "python3.10 not found: install it (e.g. pyenv install 3.10)" >&2; exit 1; }
 "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install torch torchvision spikingjelly==0.0.0.0.14 numpy requests tqdm
