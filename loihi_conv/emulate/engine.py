@@ -31,6 +31,7 @@ from .synapses import INT8_SRC_MAX, make_synapse, scratch
 
 INJECT = ("a_in", "bias")
 DEFAULT_BATCH = 256  # keeps a conv layer's neuron state within L2/L3 cache for elementwise ops
+SKIP_ZERO_ROWS = 0.5  # a synapse computes only the non-zero messages when at most this share is
 
 
 @dataclass
@@ -430,7 +431,7 @@ def _synapse_inputs(syn, src_train: torch.Tensor, frame_of: list[int], max_abs: 
         else:
             frames = torch.cat([_rows(src_train, f, batch) for f in used])
         # {delay: (len(used)*B, *dst) int32 or int64}
-        memo.update(used=used, ys=syn.apply(frames, max_abs))
+        memo.update(used=used, ys=_apply_nonzero(syn, frames, max_abs))
     ys = memo["ys"]
     if list(ys) == [0] and ys[0].dtype == torch.int32:
         return [_rows(ys[0], pos[need[t][0][1]], batch) if need[t] else zero
@@ -440,6 +441,30 @@ def _synapse_inputs(syn, src_train: torch.Tensor, frame_of: list[int], max_abs: 
         parts = [_rows(ys[d], pos[f], batch).to(torch.int64) for d, f in need[t]]
         acc.append(syn.finish(reduce(torch.add, parts)) if parts else zero)
     return acc
+
+
+def _apply_nonzero(syn, frames: torch.Tensor, max_abs: int) -> dict[int, torch.Tensor]:
+    """``syn.apply`` computed on the frames' non-zero rows (one sample at one step) only.
+
+    W·0 = 0, and so are its wraps, so an all-zero message costs a zero fill instead of a conv:
+    an sdnn train is mostly zero once its deltas settle (a static input stops changing after a
+    few steps), a spiking one before a layer's first spike. Same values as ``syn.apply``."""
+    rows = frames.shape[0]
+    nonzero = torch.count_nonzero(frames, dim=tuple(range(1, frames.dim()))) if frames.dim() > 1 \
+        else frames.ne(0).to(torch.int64)
+    idx = nonzero.nonzero().squeeze(1)
+    if idx.numel() > SKIP_ZERO_ROWS * rows:
+        return syn.apply(frames, max_abs)
+    some = syn.apply(frames.index_select(0, idx) if idx.numel() else frames[:1], max_abs)
+    out = {}
+    for d, y in some.items():
+        fmt = torch.channels_last if y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format
+        full = torch.empty((rows, *y.shape[1:]), dtype=y.dtype, device=y.device, memory_format=fmt).zero_()
+        if idx.numel():
+            full.index_copy_(0, idx, y)
+        out[d] = full
+    return out
 
 
 def _run_layer_major(em: Emulator, xc: torch.Tensor, steps: int, lo: int,
