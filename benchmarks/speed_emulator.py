@@ -231,7 +231,7 @@ def before_after_rows(quick: bool) -> list[dict]:
     mnist_cnn T=64 (every target) and ResNet-18-32 if-soft T=32."""
     from loihi_conv.app import models, pipeline
     from loihi_conv.convert import Recipe
-    from loihi_conv.emulate import emulate, fused
+    from loihi_conv.emulate import fused
     from loihi_conv.fixed.decode import encode, steps_for
     ref, recipe = models.resolve("mnist_cnn"), Recipe()
     snn, _ = pipeline.convert_model(ref, recipe)
@@ -240,21 +240,48 @@ def before_after_rows(quick: bool) -> list[dict]:
              for q in [pipeline.quantize_snn(snn, ref, recipe, t, 64)]]
     qnet, xr = resnet18_qnet(32, 8 if quick else 64)
     cases.append(("resnet18-32", "if-soft", qnet, encode(qnet, xr), steps_for(qnet, 32), 32))
+    return _toggle_rows("before_after", cases, lambda on: setattr(fused, "ENABLED", on), fused.ENABLED)
+
+
+def zero_rows_rows(quick: bool) -> list[dict]:
+    """Synapses on every message row (before) vs on the non-zero rows only (after, the default:
+    ``engine._apply_nonzero``), back to back on the same inputs, with an exact comparison:
+    mnist_cnn and fmnist_cnn, T=64, every target."""
+    from loihi_conv.app import models, pipeline
+    from loihi_conv.convert import Recipe
+    from loihi_conv.emulate import engine
+    from loihi_conv.fixed.decode import encode, steps_for
+    cases = []
+    for name, n in (("mnist_cnn", 200 if quick else 1000), ("fmnist_cnn", 64 if quick else 256)):
+        ref, recipe = models.resolve(name), Recipe()
+        snn, _ = pipeline.convert_model(ref, recipe)
+        x, _ = pipeline.test_data(ref.dataset, n)
+        for t in ("if-soft", "cuba", "sdnn"):
+            q = pipeline.quantize_snn(snn, ref, recipe, t, 64)
+            cases.append((name, t, q, encode(q, x), steps_for(q, 64), 64))
+    default = engine.SKIP_ZERO_ROWS
+    return _toggle_rows("zero_rows", cases,
+                        lambda on: setattr(engine, "SKIP_ZERO_ROWS", default if on else -1.0), True)
+
+
+def _toggle_rows(section: str, cases, switch, default: bool) -> list[dict]:
+    """Each case emulated with ``switch(False)`` (before) then ``switch(True)`` (after)."""
+    from loihi_conv.emulate import emulate
     rows = []
     for name, target, q, x_int, steps, timesteps in cases:
-        res, secs, default = {}, {}, fused.ENABLED
+        res, secs = {}, {}
         for on in (False, True):
-            fused.ENABLED = on
+            switch(on)
             emulate(q, x_int[:4], steps)  # warm-up (kernel loading)
             t0 = time.perf_counter()
             res[on] = emulate(q, x_int, steps)
             secs[on] = time.perf_counter() - t0
-        fused.ENABLED = default
+        switch(default)
         a, b = res[False], res[True]
         same = (np.array_equal(a.output, b.output) and (a.readout is None or np.array_equal(a.readout, b.readout))
                 and all(np.array_equal(a.spike_counts[k], b.spike_counts[k]) for k in a.spike_counts))
         n = len(x_int)
-        rows.append({"section": "before_after", "model": name, "target": target, "T": timesteps, "steps": steps,
+        rows.append({"section": section, "model": name, "target": target, "T": timesteps, "steps": steps,
                      "batch": n, "before_sample_steps_per_s": n * steps / secs[False],
                      "after_sample_steps_per_s": n * steps / secs[True], "speedup": secs[False] / secs[True],
                      "identical": bool(same), "load": _load()})
@@ -283,9 +310,12 @@ def markdown(rows: list[dict], quick: bool, meta: dict) -> str:
             "|---|---|---|---|---|---|"]
     out += [f"| {r['target']} | {r['T']} ({r['steps']}) | {r['batch']} | {r['lava_sample_steps_per_s']:.1f} | "
             f"{r['emulator_sample_steps_per_s']:.0f} | {r['speedup']:.0f}× |" for r in rows if r["section"] == "lava"]
-    ab = [r for r in rows if r["section"] == "before_after"]
-    if ab:
-        out += ["", "### Before / after the fused kernels (back to back, same inputs)", "",
+    for section, title in (("before_after", "Before / after the fused kernels (back to back, same inputs)"),
+                           ("zero_rows", "Before / after skipping all-zero message rows (back to back, same inputs)")):
+        ab = [r for r in rows if r["section"] == section]
+        if not ab:
+            continue
+        out += ["", f"### {title}", "",
                 "| network | target | T (steps) | batch | before sample·steps/s | after | speed-up | identical | load |",
                 "|---|---|---|---|---|---|---|---|---|"]
         out += [f"| {r['model']} | {r['target']} | {r['T']} ({r['steps']}) | {r['batch']} | "
@@ -306,7 +336,7 @@ def _load() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava,sparse,before_after") -> dict:
+def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava,sparse,before_after,zero_rows") -> dict:
     from netx_export.lava_env import prepare
     prepare()
     torch.set_num_threads(THREADS)
@@ -325,6 +355,8 @@ def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava,sparse,befo
         rows += sparse_rows(quick)
     if "before_after" in wanted:
         rows += before_after_rows(quick)
+    if "zero_rows" in wanted:
+        rows += zero_rows_rows(quick)
     meta["load_after"] = _load()
     return {"rows": rows, "meta": meta, "markdown": markdown(rows, quick, meta)}
 
@@ -332,7 +364,7 @@ def run(quick: bool = False, parts: str = "peak,emulator,resnet,lava,sparse,befo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small batches (a smoke run)")
-    ap.add_argument("--parts", default="peak,emulator,resnet,lava,sparse,before_after")
+    ap.add_argument("--parts", default="peak,emulator,resnet,lava,sparse,before_after,zero_rows")
     ap.add_argument("--torch-neurons", action="store_true",
                     help="the neuron recurrences through the torch runners only (the emulator before the fused kernels)")
     ap.add_argument("--out", default="speed_emulator", help="results file stem")
