@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from loihi_conv.app.zoo import BasicBlock  # the zoo ResNet's block: same modules, names and init order
+
 RESULTS = Path(__file__).parent / "results"
 CLI = str(Path(sys.executable).with_name("loihi-conv"))
 T = 32
@@ -58,24 +60,6 @@ class CifarVGG(nn.Module):
         return self.classifier(self.features(x))
 
 
-class Block(nn.Module):
-    """ResNet basic block, identity or strided 1x1 conv + BN shortcut."""
-
-    def __init__(self, ci: int, co: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(ci, co, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(co)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(co, co, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(co)
-        self.relu2 = nn.ReLU()
-        self.shortcut: nn.Module = nn.Identity() if stride == 1 and ci == co else nn.Sequential(
-            nn.Conv2d(ci, co, 1, stride=stride, bias=False), nn.BatchNorm2d(co))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + self.shortcut(x))
-
-
 class CifarResNet(nn.Module):
     """ResNet-8: conv3 stem 16 + avgpool2 -> blocks 16 (16x16), 32/s2 (8x8), 64/s2 (4x4) -> avgpool4 -> FC10.
 
@@ -84,9 +68,9 @@ class CifarResNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(*_cbr(3, 16), nn.AvgPool2d(2))
-        self.layer1 = Block(16, 16)
-        self.layer2 = Block(16, 32, stride=2)
-        self.layer3 = Block(32, 64, stride=2)
+        self.layer1 = BasicBlock(16, 16)
+        self.layer2 = BasicBlock(16, 32, stride=2)
+        self.layer3 = BasicBlock(32, 64, stride=2)
         self.pool = nn.AvgPool2d(4)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(64, 10)
