@@ -31,7 +31,7 @@ from .synapses import INT8_SRC_MAX, make_synapse, scratch
 
 INJECT = ("a_in", "bias")
 DEFAULT_BATCH = 256  # keeps a conv layer's neuron state within L2/L3 cache for elementwise ops
-SKIP_ZERO_ROWS = 0.5  # a synapse computes only the non-zero messages when at most this share is
+SKIP_ZERO_ROWS = 0.5  # a synapse computes only its non-zero message rows when at most this share is non-zero
 
 
 @dataclass
@@ -450,9 +450,7 @@ def _apply_nonzero(syn, frames: torch.Tensor, max_abs: int) -> dict[int, torch.T
     an sdnn train is mostly zero once its deltas settle (a static input stops changing after a
     few steps), a spiking one before a layer's first spike. Same values as ``syn.apply``."""
     rows = frames.shape[0]
-    nonzero = torch.count_nonzero(frames, dim=tuple(range(1, frames.dim()))) if frames.dim() > 1 \
-        else frames.ne(0).to(torch.int64)
-    idx = nonzero.nonzero().squeeze(1)
+    idx = torch.count_nonzero(frames, dim=tuple(range(1, frames.dim()))).nonzero().squeeze(1)
     if idx.numel() > SKIP_ZERO_ROWS * rows:
         return syn.apply(frames, max_abs)
     some = syn.apply(frames.index_select(0, idx) if idx.numel() else frames[:1], max_abs)
