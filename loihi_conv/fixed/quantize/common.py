@@ -296,6 +296,7 @@ class SynData:
     m: Tensor
     lo: float
     hi: float
+    hkey: Any = None  # messages equal to others up to a factor share this key (a reusable Hessian)
 
 
 @dataclass

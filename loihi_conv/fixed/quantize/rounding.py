@@ -24,7 +24,7 @@ from .blocks import DT, FConv, FDense, pool_values
 from .common import Options, SynData, int_weight, out_view, round_to
 
 Tensor = torch.Tensor
-Rounding = Callable[[list[SynData], Tensor, Options], list[Tensor]]
+Rounding = Callable[[list[SynData], Tensor, Options, dict | None], list[Tensor]]
 WEIGHT_ROUNDINGS: dict[str, Rounding] = {}
 HESSIAN_CHUNK = 16  # samples per im2col: a conv's unfolded inputs of all samples do not fit in memory
 ROWS_PER_COLUMN = 64  # rows of X per fan-in column that are enough for H
@@ -40,18 +40,32 @@ def register_rounding(name: str) -> Callable[[Rounding], Rounding]:
     return deco
 
 
-def round_weights(data: list[SynData], sigma: Tensor, opts: Options) -> list[Tensor]:
-    """Integer weights of every synapse of a block at per-channel scale ``sigma`` (Co,)."""
-    return WEIGHT_ROUNDINGS[opts.weight_rounding](data, sigma, opts)
+def round_weights(data: list[SynData], sigma: Tensor, opts: Options, cache: dict | None = None) -> list[Tensor]:
+    """Integer weights of every synapse of a block at per-channel scale ``sigma`` (Co,);
+    ``cache`` keeps what a rounding can reuse across scales (GPTQ's inverse Hessians, keyed
+    by ``SynData.hkey``)."""
+    return WEIGHT_ROUNDINGS[opts.weight_rounding](data, sigma, opts, cache)
 
 
 @register_rounding("nearest")
-def nearest(data: list[SynData], sigma: Tensor, opts: Options) -> list[Tensor]:
+def nearest(data: list[SynData], sigma: Tensor, opts: Options, cache: dict | None = None) -> list[Tensor]:
     return [int_weight(d.wk, sigma, opts) for d in data]
 
 
+def _inverse_hessians(d: SynData, cache: dict | None) -> list[tuple[slice, Tensor]]:
+    """``block_hessians`` of the synapse's messages, inverted for GPTQ; the rounding is the same
+    for messages scaled by any factor, so equal ``hkey``s share them."""
+    key = ("gptq-hinv", d.hkey)
+    if cache is not None and d.hkey is not None and key in cache:
+        return cache[key]
+    out = [(cols, _hinv(h)) for cols, h in block_hessians(d.syn, d.m, HESSIAN_BLOCK)]
+    if cache is not None and d.hkey is not None:
+        cache[key] = out
+    return out
+
+
 @register_rounding("gptq")
-def gptq(data: list[SynData], sigma: Tensor, opts: Options) -> list[Tensor]:
+def gptq(data: list[SynData], sigma: Tensor, opts: Options, cache: dict | None = None) -> list[Tensor]:
     lim = opts.weight_max - opts.weight_max % opts.weight_step
     out = []
     for d in data:
@@ -61,8 +75,8 @@ def gptq(data: list[SynData], sigma: Tensor, opts: Options) -> list[Tensor]:
             continue
         flat = target.reshape(target.shape[0], -1)
         q = torch.empty_like(flat)
-        for cols, h in block_hessians(d.syn, d.m, HESSIAN_BLOCK):
-            q[:, cols] = gptq_round(flat[:, cols], h, float(opts.weight_step), float(lim))
+        for cols, hinv in _inverse_hessians(d, cache):
+            q[:, cols] = _gptq_columns(flat[:, cols], hinv, float(opts.weight_step), float(lim))
         out.append(q.reshape(target.shape))
     return out
 
@@ -109,12 +123,22 @@ def hessian(syn: FConv | FDense, m: Tensor) -> Tensor:
 def gptq_round(target: Tensor, h: Tensor, step: float, lim: float) -> Tensor:
     """Round ``target`` (Co, K) onto ``step * ints`` in [-lim, lim], lowering ``||(Q - target) X^T||``
     for ``h = X^T X`` (K, K); exactly round-to-nearest when ``h`` is diagonal."""
+    return _gptq_columns(target, _hinv(h), step, lim)
+
+
+def _hinv(h: Tensor) -> Tensor:
+    """The upper Cholesky factor of the damped inverse of ``h`` (GPTQ's)."""
     k = h.shape[0]
     h = h.clone()
     dead = torch.diag(h) == 0  # inputs never active: their weights do not matter
     h[dead, dead] = 1
     h += DAMP * torch.mean(torch.diag(h)) * torch.eye(k, dtype=h.dtype)
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+
+
+def _gptq_columns(target: Tensor, hinv: Tensor, step: float, lim: float) -> Tensor:
+    """GPTQ's column loop: round a column, push its error onto the later ones (lazy blocks)."""
+    k = hinv.shape[0]
     w = target.clone()
     q = torch.zeros_like(w)
     for i0 in range(0, k, BLOCK):

@@ -30,7 +30,7 @@ import torch
 from loihi_conv.base.limits import INT16_MAX, SDNN_EXP, STATE_MAX, VTH_MAX
 from loihi_conv.fixed import qir
 
-from .blocks import FBlock, apply_syn, pipeline
+from .blocks import FBlock, apply_syn, channel_view, pipeline
 from .common import (
     DT,
     Candidate,
@@ -50,6 +50,7 @@ from .common import (
     register_target,
     relative_error,
     to_qsyn,
+    with_weight,
 )
 from .rounding import round_weights
 from .spiking import INPUT_SCALE_STEPS
@@ -123,11 +124,12 @@ def _syn_data(b: FBlock, u: dict, f: dict, shapes: dict, in_name: str) -> list[S
     """Synapses of ``b`` with kappa = 1/(64 u_src) and the sources' accumulated messages
     ``m = f u_src 64`` (the input's: ``round(x u_0) 64``)."""
     data = []
-    for s in b.synapses:
+    for i, s in enumerate(b.synapses):
         us = u[s.source]
         kappa = torch.full((shapes[s.source][0],), 1.0 / (64 * us), dtype=DT)
         m = torch.round(f[s.source] * us) * 64 if s.source == in_name else f[s.source] * us * 64
-        data.append(SynData(s, kappa_weight(s, kappa, shapes[s.source]), f[s.source], m, 0.0, 0.0))
+        hkey = (b.name, i, us if s.source == in_name else None)  # hidden messages: f times a factor
+        data.append(SynData(s, kappa_weight(s, kappa, shapes[s.source]), f[s.source], m, 0.0, 0.0, hkey))
     return data
 
 
@@ -135,7 +137,12 @@ class _Schedule:
     """The value scales u of all blocks, chosen jointly: block l's weights depend on the ratio
     ``u_l / u_src`` (``W_int = 64 W u_l / u_src``) and its bias on ``u_l`` alone, so the best u of
     one layer depends on its neighbours. Coordinate descent over per-block grids minimizes the
-    summed ``relative_error`` of all blocks, starting from the largest feasible scales."""
+    summed ``relative_error`` of all blocks, starting from the largest feasible scales, once per
+    input-scale octave; of those schedules, the one whose settled network (integer weights as the
+    file gets them, rounded input and biases) gives the output closest to the float network's.
+    The per-block errors alone miss how the input's rounding propagates: on fmnist_cnn they chose
+    an input scale of 22 (4.5 bits for 8-bit images), 92.40 % on 2000 test images; the end-to-end
+    choice, 63: 93.50 % (ANN 93.75)."""
 
     def __init__(self, ctx: Context, stats: dict, final: dict):
         self.ctx, self.opts, self.stats = ctx, ctx.opts, stats
@@ -147,6 +154,7 @@ class _Schedule:
                       for b in ctx.blocks}
         self.cache: dict = {}
         self.refs: dict = {}
+        self.ann_out: Tensor | None = None
 
     def grid(self, b: FBlock) -> list[float]:
         if b.name in self.opts.scales:
@@ -180,7 +188,14 @@ class _Schedule:
         return own + sum(self.cost(c, u) for c in self.users[b.name])
 
     def solve(self) -> dict[str, float]:
+        """Per-block descent from each input-scale octave, the one whose network's output is
+        closest to the float network's (``output_error``, with the final weight rounding)."""
         grids = {b.name: self.grid(b) for b in self.blocks}
+        starts = [self.descend({**grids, self.in_name: [v]}) for v in grids[self.in_name][::INPUT_STRIDE]]
+        return min(starts, key=self.output_error)
+
+    def descend(self, grids: dict[str, list[float]]) -> dict[str, float]:
+        """Coordinate descent on the summed per-block errors (each block on float inputs)."""
         u = {}
         for b in self.blocks:  # greedy start: the largest feasible u of each block in turn
             u[b.name] = grids[b.name][0]
@@ -197,8 +212,58 @@ class _Schedule:
                 break
         return u
 
+    # ---- end to end: the settled network on quantized values, against the float one ----
+    def feasible(self, b: FBlock, u: dict) -> bool:
+        return b is self.blocks[0] or self.cost(b, u) < math.inf
+
+    def layer(self, b: FBlock, u: dict) -> tuple[list, Tensor | None]:
+        """Block ``b``'s synapses with its integer weights in ANN units (``W_int u_src / (64 u)``)
+        and the bias it really adds (hidden: ``round(b u) / u``; output: exact, on the host)."""
+        key = ("layer", b.name, u[b.name]) + tuple(u[s.source] for s in b.synapses)
+        if key not in self.cache:
+            cand, data = self.candidate(b, u)
+            weights = round_weights(data, cand.sigma, self.opts, self.cache)
+            syns = [with_weight(d.syn, (w * u[d.syn.source] / (64 * u[b.name])).float())
+                    for d, w in zip(data, weights)]
+            bias = b.bias if cand.bias is None else cand.bias / u[b.name]
+            self.cache[key] = (syns, None if bias is None else channel_view(bias.float(), b.shape)
+                               if bias.dim() == 1 else bias.float())
+        return self.cache[key]
+
+    def values(self, u: dict | None) -> dict[str, Tensor]:
+        """The settled values (one pass: the SDNN settles on the ANN after ``depth`` steps) of
+        every block on the first ``E2E_SAMPLES`` calibration samples; ``None``: the float ANN."""
+        x = self.ctx.x[:E2E_SAMPLES].float()
+        vals = {self.in_name: x if u is None else torch.round(x * u[self.in_name]) / u[self.in_name]}
+        for b in self.blocks[1:]:
+            if u is None:
+                syns, bias = [with_weight(s, s.weight.float()) for s in b.synapses], b.bias
+                bias = None if bias is None else (channel_view(bias, b.shape) if bias.dim() == 1 else bias).float()
+            else:
+                syns, bias = self.layer(b, u)
+            z = sum(apply_syn(s, vals[s.source]) for s in syns)
+            z = z if bias is None else z + bias.unsqueeze(0)
+            vals[b.name] = z.clamp(min=0) if b.role == "hidden" else z
+        return vals
+
+    def output_error(self, u: dict) -> float:
+        """Relative L2 error of the network's output (pre-activation, ANN units) with every
+        block quantized at ``u``; inf when a block breaks a limit."""
+        if not all(self.feasible(b, u) for b in self.blocks):
+            return math.inf
+        key = ("e2e",) + tuple(u[b.name] for b in self.blocks)
+        if key not in self.cache:
+            if self.ann_out is None:
+                self.ann_out = self.values(None)[self.blocks[-1].name]
+            ref = self.ann_out
+            out = self.values(u)[self.blocks[-1].name]
+            self.cache[key] = float((out - ref).norm() / ref.norm().clamp(min=1e-12))
+        return self.cache[key]
+
 
 GRID_PER_OCTAVE, GRID_OCTAVES, SWEEPS = 3, 7, 4
+E2E_SAMPLES = 256  # calibration samples the end-to-end error runs on
+INPUT_STRIDE = 2  # descents start from every other input scale (octaves)
 
 
 def _self_limit(block: FBlock, st: dict, opts) -> float:
@@ -235,7 +300,7 @@ def quantize_sdnn(ctx: Context) -> qir.QNetwork:
     for b in ctx.blocks[1:]:
         cand, data = sched.candidate(b, u)
         cand.error = sched.cost(b, u)
-        cand.weights = round_weights(data, cand.sigma, opts)  # the search compared round-to-nearest
+        cand.weights = round_weights(data, cand.sigma, opts, sched.cache)
         problems += cand.problems
         st = stats[b.name]
         qblocks.append(qir.Block(b.name, tuple(b.shape), [to_qsyn(d.syn, w) for d, w in zip(data, cand.weights)],
