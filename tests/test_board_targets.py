@@ -159,3 +159,35 @@ def test_block_hessians_are_the_diagonal_blocks_of_the_whole_hessian():
     assert [(c.start, c.stop) for c, _ in blocks] == [(0, 20), (20, 40), (40, 48)]
     for cols, h in blocks:
         torch.testing.assert_close(h, full[cols, cols])
+
+
+def test_sdnn_schedule_error_is_the_emulated_networks_and_the_least_of_its_starts():
+    """The sdnn scales are chosen on ``output_error``: the settled network's output against the
+    float network's. That number must be what the exported network really computes (emulated,
+    bit-exact with Lava), and the chosen schedule the best of the input-octave starts."""
+    from loihi_conv.emulate import emulate
+    from loihi_conv.fixed.decode import encode, scores, steps_for
+    from loihi_conv.fixed.quantize import _samples, fold, sdnn
+    from loihi_conv.fixed.quantize.blocks import hops
+    from loihi_conv.fixed.quantize.common import Context, Options
+
+    x = _x()
+    snn = convert(_net(), x, Recipe(weight_rounding="gptq"))
+    qnet = quantize(snn, "sdnn", 8, calib=x)
+    opts = Options.build({"weight_rounding": "gptq"})
+    blocks = fold(snn)
+    xs, synthetic, lo, hi = _samples(blocks[0].shape, x, opts)
+    ctx = Context(blocks, 8, hops(blocks), opts, xs, synthetic, lo, hi)
+    stats = sdnn._trajectory_stats(ctx)
+    sched = sdnn._Schedule(ctx, stats, stats.pop("__final__"))
+    u = sched.solve()
+    assert u[blocks[0].name] == qnet.input_scale
+    grids = {b.name: sched.grid(b) for b in blocks}
+    starts = [sched.descend({**grids, sched.in_name: [v]}) for v in grids[sched.in_name][::sdnn.INPUT_STRIDE]]
+    assert len(starts) > 1 and sched.output_error(u) == min(map(sched.output_error, starts))
+    xe = xs[:sdnn.E2E_SAMPLES]
+    run = emulate(qnet, encode(qnet, xe), steps_for(qnet, 8))
+    out = torch.as_tensor(scores(qnet, run.output, run.readout), dtype=torch.float64) / qnet.output_scale
+    ann = _net()(xe.float()).detach().double()
+    emulated = float((out - ann).norm() / ann.norm())
+    assert emulated == pytest.approx(sched.output_error(u), rel=0.1, abs=2e-3), (emulated, sched.output_error(u))
