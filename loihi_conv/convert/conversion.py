@@ -26,6 +26,7 @@ from loihi_conv.convert.normalize import get_normalizer, to_snn
 from loihi_conv.convert.observe import observe
 from loihi_conv.convert.recipe import Recipe
 from loihi_conv.frontend import ir, ops
+from loihi_conv.snn.pooling import get_pooling
 from loihi_conv.snn.readouts import readout_class, with_threshold_probe
 
 Tensor = torch.Tensor
@@ -138,7 +139,7 @@ def convert(model_or_graph: nn.Module | ir.Graph, calib_data: Tensor | Iterable,
     if first is None:
         raise LoihiConvError("the calibration data is empty", "pass at least a few hundred training samples")
     shape = tuple(input_shape) if input_shape else tuple(first.shape[1:])
-    graph = as_graph(model_or_graph, shape)
+    graph = get_pooling(recipe.max_pool).rewrite(as_graph(model_or_graph, shape))
     stream = _checked(itertools.chain([first], batches), tuple(graph.input.shape))
 
     normalizer = get_normalizer(recipe.normalizer, **recipe.to_dict())

@@ -46,7 +46,8 @@ class Recipe:
                     {s_max = 2} for "if-multibit"/"if-buffered", {burst = 5} for "if-burst".
     max_pool        spiking max-pool scheme (``pooling.POOLING_SCHEMES``) MaxPool2d nodes run
                     with: "mli" (lossless, default), "rate-gate", "spike-max", "avg" (the
-                    average-pooling replacement baseline; folded into the next synapse).
+                    average-pooling replacement baseline; folded into the next synapse),
+                    "relu-tree" (exact max as grouped conv + ReLU layers: what sdnn runs).
     output          output readout (``outputs.READOUTS``): "potential" (summed output
                     potential, default), "spikes" (IF output neurons, spike count), "softmax"
                     (Rueckauer 2016 §3.5 spiking softmax, seeded by ``seed``; on the fixed-point

@@ -8,7 +8,11 @@ ANN is then unchanged (``ops.forward`` before == after).
 """
 from __future__ import annotations
 
+import torch
+
 from loihi_conv.frontend import ir
+
+Tensor = torch.Tensor
 
 
 def _out_size(n: int, k: int, s: int, p: int, ceil: bool) -> int:
@@ -56,3 +60,82 @@ def merge_max_pools(graph: ir.Graph) -> ir.Graph:
             if not out.users(a.name) and out.output != a.name:
                 del out.nodes[a.name]
     return out
+
+
+# ---- max-pools as ReLU trees: exact on non-negative inputs, in conv + ReLU layers ---------------
+def _tree(n: int) -> list[Tensor]:
+    """Neuron levels computing max of ``n`` non-negative values with ReLUs: each level pairs its
+    values (a, b) into neurons relu(a - b) and relu(b) (max(a, b) is their sum; b >= 0 so relu(b)
+    = b), an odd value passes as relu(v). Returns each level's (neurons, previous units) matrix;
+    level 0's units are the window's elements, and the max is the sum of the last level's two
+    neurons (or its one)."""
+    levels, values = [], torch.eye(n, dtype=torch.float64)  # values over the previous level's units
+    while values.shape[0] > 1:
+        rows, nxt = [], []
+        for i in range(0, values.shape[0] - 1, 2):
+            a, b = values[i], values[i + 1]
+            rows += [a - b, b]
+            nxt.append((len(rows) - 2, len(rows) - 1))
+        if values.shape[0] % 2:
+            rows.append(values[-1])
+            nxt.append((len(rows) - 1,))
+        levels.append(torch.stack(rows))
+        values = torch.zeros(len(nxt), len(rows), dtype=torch.float64)
+        for j, units in enumerate(nxt):
+            values[j, list(units)] = 1.0
+    return levels + [values]  # the last entry: the linear sum read by the pool's users
+
+
+def _relu_tree(pool: ir.MaxPool2d, channels: int) -> list[ir.Node]:
+    """The nodes replacing ``pool``: grouped convs with ReLUs, then a linear grouped 1x1 conv named
+    like the pool (its users stay wired to it)."""
+    kh, kw = pool.kernel_size
+    mats = _tree(kh * kw)
+    nodes, src, c = [], pool.inputs[0], channels
+    for k, m in enumerate(mats):
+        last = k == len(mats) - 1
+        if k == 0:  # gather the window: one kernel per neuron over the window's elements
+            w = m.reshape(m.shape[0], 1, kh, kw).repeat(c, 1, 1, 1)
+            conv = {"stride": tuple(pool.stride), "padding": tuple(pool.padding)}
+        else:
+            w = m.reshape(m.shape[0], m.shape[1], 1, 1).repeat(c, 1, 1, 1)
+            conv = {}
+        name = pool.name if last else f"{pool.name}.tree{k}"
+        nodes.append(ir.Conv2d(name if last else f"{name}.conv", (src,), weight=w.float(), bias=None,
+                               groups=c, **conv))
+        if not last:
+            nodes.append(ir.ReLU(name, (f"{name}.conv",)))
+            src = name
+    if len(mats) == 1:  # a 1x1 window: the pool is the identity
+        nodes = [ir.Conv2d(pool.name, (src,), weight=torch.ones(c, 1, 1, 1), bias=None, groups=c,
+                           stride=tuple(pool.stride), padding=tuple(pool.padding))]
+    return nodes
+
+
+def max_pools_as_relu_trees(graph: ir.Graph) -> ir.Graph:
+    """A new graph (shapes inferred) where every MaxPool2d reading a ReLU is a tree of grouped
+    conv + ReLU layers computing the same max (``_tree``: ceil(log2(window)) ReLU levels). The ANN
+    is unchanged; a target whose neurons are ReLUs (sdnn) then runs max-pooling exactly, at the
+    cost of those levels' latency and neurons. Refuses a pool it cannot rewrite exactly."""
+    from loihi_conv.base.errors import LoihiConvError
+    from loihi_conv.frontend import ops
+
+    graph = ops.infer_shapes(graph.copy())
+    nodes: dict[str, ir.Node] = {}
+    for node in graph:
+        if not isinstance(node, ir.MaxPool2d):
+            nodes[node.name] = node
+            continue
+        src = graph[node.inputs[0]]
+        if not isinstance(src, ir.ReLU):
+            raise LoihiConvError(f"max_pool='relu-tree': MaxPool2d '{node.name}' reads '{src.name}', not a "
+                                 "ReLU (the tree is exact on non-negative inputs only)",
+                                 "use max_pool='avg', or put the max-pool after the ReLU")
+        dims = zip(src.shape[1:], node.kernel_size, node.stride, node.padding)
+        if node.ceil_mode and any(_out_size(n, k, s, p, True) != _out_size(n, k, s, p, False) for n, k, s, p in dims):
+            raise LoihiConvError(f"max_pool='relu-tree': MaxPool2d '{node.name}' uses ceil_mode with a partial "
+                                 "last window, which a convolution cannot express",
+                                 "use max_pool='avg' or a spiking max-pool scheme")
+        for new in _relu_tree(node, src.shape[0]):
+            nodes[new.name] = new
+    return ops.infer_shapes(ir.Graph(nodes, graph.output, dict(graph.meta)))

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from loihi_conv.base.limits import RATE_DECAY_SHIFT
 from loihi_conv.base.registry import lookup, registrar
 from loihi_conv.frontend import ir
+from loihi_conv.frontend.pools import max_pools_as_relu_trees
 
 Tensor = torch.Tensor
 State = dict[str, Tensor]
@@ -69,6 +70,10 @@ class PoolScheme:
     def as_linear(self, node: ir.MaxPool2d) -> ir.Node | None:
         return None
 
+    def rewrite(self, graph: ir.Graph) -> ir.Graph:
+        """The float IR conversion starts from (a scheme may replace the MaxPool2d nodes)."""
+        return graph
+
     def init_state(self, node: ir.MaxPool2d, x: Tensor) -> State:
         return {}
 
@@ -103,6 +108,20 @@ class AvgReplacement(PoolScheme):
     def step(self, node: ir.MaxPool2d, state: State, x: Tensor) -> Tensor:
         return F.avg_pool2d(x, node.kernel_size, node.stride, node.padding, ceil_mode=node.ceil_mode,
                             count_include_pad=True)
+
+
+@register_pooling("relu-tree")
+class ReLUTree(PoolScheme):
+    """Max-pooling as ReLU layers (``frontend.pools.max_pools_as_relu_trees``): max(a, b) =
+    relu(a - b) + relu(b) for b >= 0, paired over the window (2 levels for 2x2). The ANN is
+    unchanged and no MaxPool2d is left, so a target whose neurons are ReLUs (sdnn) pools exactly,
+    with standard NetX grouped convolutions; spiking targets run the tree on rates (approximate)."""
+
+    def rewrite(self, graph: ir.Graph) -> ir.Graph:
+        return max_pools_as_relu_trees(graph)
+
+    def step(self, node: ir.MaxPool2d, state: State, x: Tensor) -> Tensor:
+        raise AssertionError("relu-tree leaves no MaxPool2d to simulate")
 
 
 @register_pooling("rate-gate")

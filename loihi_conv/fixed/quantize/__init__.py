@@ -95,7 +95,7 @@ def _check_pools(blocks, target: str) -> None:
         raise LoihiConvError(f"target {target!r} cannot run the spiking max-pool stage of block(s) "
                              f"{', '.join(pooled)}: its messages are not spikes in threshold units",
                              f"quantize for {' or '.join(map(repr, spiking))}, or convert "
-                             "with max_pool='avg' (a linear pool)")
+                             "with max_pool='relu-tree' (the exact max as ReLU layers) or 'avg' (a linear pool)")
 
 
 @contextmanager

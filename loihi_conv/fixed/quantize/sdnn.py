@@ -283,7 +283,7 @@ def _self_limit(block: FBlock, st: dict, opts) -> float:
 
 
 # SigmaDelta is a plain ReLU: neuron model, v_init and the spiking methods do not apply.
-@register_target("sdnn", recipe_fixed={"max_pool": "avg"}, recipe_knobs=("weight_rounding",),
+@register_target("sdnn", recipe_fixed={"max_pool": "relu-tree"}, recipe_knobs=("weight_rounding",),
                  starts=({"weight_rounding": "gptq"},))
 def quantize_sdnn(ctx: Context) -> qir.QNetwork:
     """SNN IR (read as its ANN) -> Delta input, SigmaDelta hidden blocks, Sigma output."""
