@@ -90,7 +90,7 @@ def recipe_options(fn):
                        "eq. 23; with --acp as in the paper, alone for if-zero/cuba).")
     @click.option("--acp-granularity", type=click.Choice(["neuron", "channel"]), default=None,
                   help="ACP v(0) per neuron (float SNN only) or per channel (exports to if-soft).")
-    @click.option("--max-pool", default=None, help="Spiking max-pool: mli | rate-gate | spike-max | avg.")
+    @click.option("--max-pool", default=None, help="Max-pool scheme: mli | rate-gate | spike-max | avg | relu-tree (exact max as ReLU layers; sdnn).")
     @click.option("--output", default=None, help="Output readout: potential | spikes | softmax.")
     @click.option("--weight-rounding", default=None,
                   help="Integer weights: nearest | gptq (data-aware rounding on calibration data).")
