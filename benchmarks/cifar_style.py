@@ -148,6 +148,7 @@ def render(res: dict) -> str:
     if missing:
         out += ["", f"Not run in this session (the searches above took ~20 min each on the loaded machine): "
                 f"{', '.join(missing)}. The folder view decodes to the .npz's tensors (tests/test_colour_shapes.py)."]
+    out += [f"\n{note}" for note in res.get("notes", [])]  # what a later run changed (retraining, dropped rows)
     for e in res.get("extra", []):  # recipes typed by hand (no search), to see what closes a gap
         out += ["", f"By hand, {e['model']} {e['target']}: {e['accuracy']:.2f} % "
                 f"({e['accuracy'] - res['models'][e['model']]['ann']:+.2f}): `{e['command']}`"]
