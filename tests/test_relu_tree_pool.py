@@ -18,11 +18,13 @@ from loihi_conv.frontend.prepare import prepare
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore:Lazy modules")]
 
 
+@pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 9])
-def test_the_tree_is_the_max_of_non_negative_values(n):
+def test_the_tree_is_the_max(n, signed):
     v = torch.rand(200, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
     v[:20] = v[:20].round()  # ties
-    mats, h = _tree(n), v.T
+    v = v - 0.5 if signed else v
+    mats, h = _tree(n, signed), v.T
     for m in mats[:-1]:
         h = torch.relu(m @ h)
     torch.testing.assert_close((mats[-1] @ h)[0], v.max(1).values)
@@ -47,10 +49,17 @@ def test_the_rewrite_leaves_the_ann_unchanged(pool):
     torch.testing.assert_close(forward(tree, x), forward(g, x), atol=1e-5, rtol=1e-5)
 
 
-def test_what_cannot_be_rewritten_exactly_is_one_clear_error():
-    before_relu = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 3 * 3, 2))
-    with pytest.raises(LoihiConvError, match="not a ReLU") as err:
-        max_pools_as_relu_trees(prepare(before_relu.eval(), (1, 8, 8)))
+def test_a_pool_of_signed_values_is_exact_and_padding_them_is_one_clear_error():
+    torch.manual_seed(0)
+    before_relu = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(3, 2), nn.ReLU(), nn.Flatten(),
+                                nn.Linear(2 * 3 * 3, 2)).eval()
+    x = torch.rand(5, 1, 9, 9, generator=torch.Generator().manual_seed(2)) - 0.5
+    g = prepare(before_relu, (1, 9, 9))
+    torch.testing.assert_close(forward(max_pools_as_relu_trees(g), x), forward(g, x), atol=1e-5, rtol=1e-5)
+    padded = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, padding=1), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(2 * 4 * 4, 2))
+    with pytest.raises(LoihiConvError, match="can be negative") as err:
+        max_pools_as_relu_trees(prepare(padded.eval(), (1, 8, 8)))
     assert "relu-tree" in str(err.value) and err.value.fix
     partial = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(),
                             nn.Linear(2 * 4 * 4, 2))

@@ -63,34 +63,37 @@ def merge_max_pools(graph: ir.Graph) -> ir.Graph:
 
 
 # ---- max-pools as ReLU trees: exact on non-negative inputs, in conv + ReLU layers ---------------
-def _tree(n: int) -> list[Tensor]:
-    """Neuron levels computing max of ``n`` non-negative values with ReLUs: each level pairs its
-    values (a, b) into neurons relu(a - b) and relu(b) (max(a, b) is their sum; b >= 0 so relu(b)
-    = b), an odd value passes as relu(v). Returns each level's (neurons, previous units) matrix;
-    level 0's units are the window's elements, and the max is the sum of the last level's two
-    neurons (or its one)."""
+def _tree(n: int, signed: bool = False) -> list[Tensor]:
+    """Neuron levels computing the max of ``n`` values with ReLUs: each level pairs its values
+    (a, b) into neurons relu(a - b) and relu(b) -- max(a, b) is their sum when b >= 0 -- plus
+    relu(-b) for ``signed`` values (max(a, b) = relu(a - b) + relu(b) - relu(-b)); an odd value
+    passes as relu(v) (and relu(-v)). Returns each level's (neurons, previous units) matrix; level
+    0's units are the window's elements, the last entry the linear read-out of the max."""
     levels, values = [], torch.eye(n, dtype=torch.float64)  # values over the previous level's units
     while values.shape[0] > 1:
         rows, nxt = [], []
-        for i in range(0, values.shape[0] - 1, 2):
-            a, b = values[i], values[i + 1]
-            rows += [a - b, b]
-            nxt.append((len(rows) - 2, len(rows) - 1))
-        if values.shape[0] % 2:
-            rows.append(values[-1])
-            nxt.append((len(rows) - 1,))
+        for i in range(0, values.shape[0], 2):
+            pair = values[i:i + 2]
+            first = len(rows)
+            rows += [pair[0] - pair[1], pair[1]] if len(pair) == 2 else [pair[0]]
+            signs = [1.0] * (len(rows) - first)
+            if signed:
+                rows.append(-pair[-1])
+                signs.append(-1.0)
+            nxt.append(list(zip(range(first, len(rows)), signs)))
         levels.append(torch.stack(rows))
         values = torch.zeros(len(nxt), len(rows), dtype=torch.float64)
         for j, units in enumerate(nxt):
-            values[j, list(units)] = 1.0
-    return levels + [values]  # the last entry: the linear sum read by the pool's users
+            for unit, sign in units:
+                values[j, unit] = sign
+    return levels + [values]
 
 
-def _relu_tree(pool: ir.MaxPool2d, channels: int) -> list[ir.Node]:
+def _relu_tree(pool: ir.MaxPool2d, channels: int, signed: bool) -> list[ir.Node]:
     """The nodes replacing ``pool``: grouped convs with ReLUs, then a linear grouped 1x1 conv named
     like the pool (its users stay wired to it)."""
     kh, kw = pool.kernel_size
-    mats = _tree(kh * kw)
+    mats = _tree(kh * kw, signed)
     nodes, src, c = [], pool.inputs[0], channels
     for k, m in enumerate(mats):
         last = k == len(mats) - 1
@@ -113,10 +116,11 @@ def _relu_tree(pool: ir.MaxPool2d, channels: int) -> list[ir.Node]:
 
 
 def max_pools_as_relu_trees(graph: ir.Graph) -> ir.Graph:
-    """A new graph (shapes inferred) where every MaxPool2d reading a ReLU is a tree of grouped
+    """A new graph (shapes inferred) where every MaxPool2d is a tree of grouped
     conv + ReLU layers computing the same max (``_tree``: ceil(log2(window)) ReLU levels). The ANN
     is unchanged; a target whose neurons are ReLUs (sdnn) then runs max-pooling exactly, at the
-    cost of those levels' latency and neurons. Refuses a pool it cannot rewrite exactly."""
+    cost of those levels' latency and neurons (half as many again when the pool does not read a
+    ReLU and its input can be negative). Refuses a pool it cannot rewrite exactly."""
     from loihi_conv.base.errors import LoihiConvError
     from loihi_conv.frontend import ops
 
@@ -127,15 +131,16 @@ def max_pools_as_relu_trees(graph: ir.Graph) -> ir.Graph:
             nodes[node.name] = node
             continue
         src = graph[node.inputs[0]]
-        if not isinstance(src, ir.ReLU):
-            raise LoihiConvError(f"max_pool='relu-tree': MaxPool2d '{node.name}' reads '{src.name}', not a "
-                                 "ReLU (the tree is exact on non-negative inputs only)",
+        signed = not isinstance(src, ir.ReLU)  # values of either sign: relu(-b) carries b < 0
+        if signed and any(node.padding):
+            raise LoihiConvError(f"max_pool='relu-tree': MaxPool2d '{node.name}' pads '{src.name}', whose values "
+                                 "can be negative (a max-pool pads with -inf, a convolution with 0)",
                                  "use max_pool='avg', or put the max-pool after the ReLU")
         dims = zip(src.shape[1:], node.kernel_size, node.stride, node.padding)
         if node.ceil_mode and any(_out_size(n, k, s, p, True) != _out_size(n, k, s, p, False) for n, k, s, p in dims):
             raise LoihiConvError(f"max_pool='relu-tree': MaxPool2d '{node.name}' uses ceil_mode with a partial "
                                  "last window, which a convolution cannot express",
                                  "use max_pool='avg' or a spiking max-pool scheme")
-        for new in _relu_tree(node, src.shape[0]):
+        for new in _relu_tree(node, src.shape[0], signed):
             nodes[new.name] = new
     return ops.infer_shapes(ir.Graph(nodes, graph.output, dict(graph.meta)))
