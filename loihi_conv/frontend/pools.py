@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from loihi_conv.frontend import ir
+from loihi_conv.base.errors import LoihiConvError
+from loihi_conv.frontend import ir, ops
 
 Tensor = torch.Tensor
 
@@ -109,9 +110,6 @@ def _relu_tree(pool: ir.MaxPool2d, channels: int, signed: bool) -> list[ir.Node]
         if not last:
             nodes.append(ir.ReLU(name, (f"{name}.conv",)))
             src = name
-    if len(mats) == 1:  # a 1x1 window: the pool is the identity
-        nodes = [ir.Conv2d(pool.name, (src,), weight=torch.ones(c, 1, 1, 1), bias=None, groups=c,
-                           stride=tuple(pool.stride), padding=tuple(pool.padding))]
     return nodes
 
 
@@ -121,9 +119,6 @@ def max_pools_as_relu_trees(graph: ir.Graph) -> ir.Graph:
     is unchanged; a target whose neurons are ReLUs (sdnn) then runs max-pooling exactly, at the
     cost of those levels' latency and neurons (half as many again when the pool does not read a
     ReLU and its input can be negative). Refuses a pool it cannot rewrite exactly."""
-    from loihi_conv.base.errors import LoihiConvError
-    from loihi_conv.frontend import ops
-
     graph = ops.infer_shapes(graph.copy())
     nodes: dict[str, ir.Node] = {}
     for node in graph:

@@ -24,13 +24,14 @@ applied on this target, and v_init and the neuron model are ignored.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
 from loihi_conv.base.limits import INT16_MAX, SDNN_EXP, STATE_MAX, VTH_MAX
 from loihi_conv.fixed import qir
 
-from .blocks import FBlock, apply_syn, channel_view, pipeline
+from .blocks import FBlock, apply_syn, pipeline
 from .common import (
     DT,
     Candidate,
@@ -216,18 +217,18 @@ class _Schedule:
     def feasible(self, b: FBlock, u: dict) -> bool:
         return b is self.blocks[0] or self.cost(b, u) < math.inf
 
-    def layer(self, b: FBlock, u: dict) -> tuple[list, Tensor | None]:
+    def layer(self, b: FBlock, u: dict) -> tuple[list, Tensor]:
         """Block ``b``'s synapses with its integer weights in ANN units (``W_int u_src / (64 u)``)
-        and the bias it really adds (hidden: ``round(b u) / u``; output: exact, on the host)."""
+        and the bias it really adds, full shape (hidden: ``round(b u) / u``; output: exact, on
+        the host)."""
         key = ("layer", b.name, u[b.name]) + tuple(u[s.source] for s in b.synapses)
         if key not in self.cache:
             cand, data = self.candidate(b, u)
             weights = round_weights(data, cand.sigma, self.opts, self.cache)
             syns = [with_weight(d.syn, (w * u[d.syn.source] / (64 * u[b.name])).float())
                     for d, w in zip(data, weights)]
-            bias = b.bias if cand.bias is None else cand.bias / u[b.name]
-            self.cache[key] = (syns, None if bias is None else channel_view(bias.float(), b.shape)
-                               if bias.dim() == 1 else bias.float())
+            bias = b if cand.bias is None else replace(b, bias=cand.bias / u[b.name])
+            self.cache[key] = (syns, bias.bias_full().float())
         return self.cache[key]
 
     def values(self, u: dict | None) -> dict[str, Tensor]:
@@ -237,12 +238,10 @@ class _Schedule:
         vals = {self.in_name: x if u is None else torch.round(x * u[self.in_name]) / u[self.in_name]}
         for b in self.blocks[1:]:
             if u is None:
-                syns, bias = [with_weight(s, s.weight.float()) for s in b.synapses], b.bias
-                bias = None if bias is None else (channel_view(bias, b.shape) if bias.dim() == 1 else bias).float()
+                syns, bias = [with_weight(s, s.weight.float()) for s in b.synapses], b.bias_full().float()
             else:
                 syns, bias = self.layer(b, u)
-            z = sum(apply_syn(s, vals[s.source]) for s in syns)
-            z = z if bias is None else z + bias.unsqueeze(0)
+            z = sum(apply_syn(s, vals[s.source]) for s in syns) + bias.unsqueeze(0)
             vals[b.name] = z.clamp(min=0) if b.role == "hidden" else z
         return vals
 
