@@ -18,6 +18,7 @@ from loihi_conv.app.cli import main
 from loihi_conv.base.errors import LoihiConvError
 from loihi_conv.convert import Recipe
 from loihi_conv.emulate import emulator_predictions
+from loihi_conv.frontend.prepare import prepare
 from loihi_conv.snn.simulate import simulate
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -108,7 +109,7 @@ def test_parallel_search_keeps_fixed_knobs_and_returns_its_best_trial():
     done = [t for t in res.trials if t.state == "complete"]
     assert done and res.accuracy == max(t.accuracy for t in done)
     # the network returned is the chosen recipe's: it scores the reported held-out accuracy
-    x, y = search.heldout_data("digits", 256, 120, 0)
+    x, y = search.heldout_data("digits", 256, 120, 0, prepare(model, (1, 8, 8)))
     acc = float((torch.as_tensor(emulator_predictions(res.qnet, x, 8)) == y).float().mean())
     assert acc == pytest.approx(res.accuracy)
     # trials are asked in rounds before any is told: reproducible for a seed and worker count

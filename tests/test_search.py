@@ -14,6 +14,8 @@ from loihi_conv.app import recipe_search as search
 from loihi_conv.app.cli import main
 from loihi_conv.convert import Recipe
 from loihi_conv.fixed.quantize import TARGETS
+from loihi_conv.frontend.ops import forward
+from loihi_conv.frontend.prepare import prepare
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 KW = dict(heldout=120, budget=None, progress=False)
@@ -75,9 +77,28 @@ def test_search_never_reads_test_images_and_holds_out_from_calibration(digits, m
     res = run(digits, target="sdnn", timesteps=8, fixed={"calib_size": 256}, trials=2)
     assert splits and set(splits) == {"train"}
     calib = torch.cat(list(data.calibration_batches("digits", n=256, seed=0)))
-    held, _ = search.heldout_data("digits", 256, 120, 0)
+    ann = prepare(digits[0], digits[2])
+    held, _ = search.heldout_data("digits", 256, 120, 0, ann)
     same = (held.flatten(1)[:, None, :] == calib.flatten(1)[None]).all(-1)
     assert held.shape[0] == res.heldout == 120 and not same.any()
+    assert res.pool == data.split_size("digits", "train") - 256  # fewer than 10 x 120 left: all of them
+
+
+def _margin(ann, x):
+    logits = forward(ann, x)
+    top = logits.topk(2, 1).values
+    return (top[:, 0] - top[:, 1]) / logits.std(1)
+
+
+def test_heldout_images_are_the_ones_the_ann_is_least_sure_of(digits):
+    ann = prepare(digits[0], digits[2])
+    pool, _ = search.heldout_data("digits", 256, 500, 0)  # the next 500 of the permutation
+    hard, _ = search.heldout_data("digits", 256, 50, 0, ann, pool=10)  # the hardest 50 of those 500
+    m_pool, m_hard = _margin(ann, pool), _margin(ann, hard)
+    assert (m_hard.max() <= m_pool.sort().values[49] + 1e-6) and hard.shape[0] == 50
+    member = (hard.flatten(1)[:, None, :] == pool.flatten(1)[None]).all(-1).any(1)
+    assert member.all()
+    assert m_hard.mean() < 0.75 * m_pool[:50].mean()  # not just the next 50
 
 
 def test_cli_search_writes_the_file_its_recipe_rebuilds(tmp_path):

@@ -691,8 +691,15 @@ def take(name: str, split: str, idx) -> tuple[torch.Tensor, torch.Tensor]:
     if is_function_spec(name):
         part = _function_split(name, split)
         return (part[0][idx], part[1][idx]) if isinstance(part, tuple) else _items(part, idx)
-    x, y = load_dataset(name, split)
-    return x[idx], y[idx]
+    if split not in SPLITS:
+        raise LoihiConvError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
+    rows = idx.numpy()  # index before converting: a few images of a large split stay cheap
+    if is_npz_path(name):
+        arrays = _npz(name).arrays
+        return (torch.from_numpy(np.array(arrays[f"x_{split}"][rows], dtype=np.float32)),
+                torch.from_numpy(np.array(arrays[f"y_{split}"][rows], dtype=np.int64)))
+    arrays = _arrays(name)
+    return _to_float(arrays[f"x_{split}"][rows]), torch.from_numpy(arrays[f"y_{split}"][rows].astype(np.int64))
 
 
 def load_dataset(name: str, split: str = "test", limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
